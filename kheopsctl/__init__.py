@@ -1,0 +1,3 @@
+"""kheopsctl: install, secure, check and operate a KHEOPS deployment."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,10 @@
+"""`kheopsctl install` (placeholder until its issue lands)."""
+
+from __future__ import annotations
+
+from kheopsctl.errors import KheopsError
+
+
+def command() -> None:
+    """Not implemented yet."""
+    raise KheopsError("install is not implemented yet")

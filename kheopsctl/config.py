@@ -1,0 +1,352 @@
+"""The typed settings model and its precedence: flags > environment (KHEOPS_*) > file > defaults.
+
+``kheops.toml`` in the site directory is the single source of truth: ``install`` writes the merged settings
+back to it (commented), so a re-run without flags reproduces the same site.
+
+Environment variables name a setting as ``KHEOPS_<SECTION>__<KEY>`` (double underscore between section and
+key), e.g. ``KHEOPS_PORTS__HTTP=8081``. ``KHEOPS_ROOT_URL`` is accepted as a short alias of
+``KHEOPS_SITE__ROOT_URL``. Other ``KHEOPS_*`` variables (``KHEOPS_ADMIN_PASSWORD``, the gateway's
+``KHEOPS_GW_*``) are not settings and are ignored here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from kheopsctl.errors import ConfigError
+
+CONFIG_FILE = "kheops.toml"
+ENV_PREFIX = "KHEOPS_"
+ENV_ALIASES = {"KHEOPS_ROOT_URL": ("site", "root_url")}
+
+_IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+PACS_KINDS = ("orthanc", "dicomweb", "dcm4chee", "gcp")
+SITE_MODES = ("insecure", "letsencrypt", "custom")
+
+
+@dataclass
+class Site:
+    root_url: str = "http://127.0.0.1"
+    # insecure | letsencrypt | custom; only `kheopsctl secure` changes it
+    mode: str = "insecure"
+    # address the published ports bind to; loopback unless the user opts in
+    bind_address: str = "127.0.0.1"
+
+
+@dataclass
+class Ports:
+    http: int = 80
+    https: int = 443
+    keycloak: int = 8080
+    # Prometheus metrics of the gateway; published on the bind address only when not 0
+    metrics: int = 0
+
+
+@dataclass
+class Images:
+    postgres: str = "postgres:15.10-bookworm"
+    keycloak: str = "quay.io/keycloak/keycloak:26.4.7"
+    orthanc: str = "jodogne/orthanc-plugins:1.10.1"
+    nginx: str = "nginx:1.22.1"
+    certbot: str = "certbot/certbot:v2.1.0"
+    # base of the gateway image that install builds from the bundled package
+    gateway_base: str = "python:3.11.11-slim-bookworm"
+    # tag given to that built image
+    gateway: str = "kheopsctl/gateway:0.1.0"
+
+
+@dataclass
+class Keycloak:
+    realm: str = "kheops"
+    admin_user: str = "admin"
+    # public URL browsers use; empty = derived from root_url (insecure: same host on ports.keycloak)
+    public_url: str = ""
+    # expose /admin publicly in secured modes (off: the admin console stays on loopback)
+    expose_admin_console: bool = False
+    access_token_lifespan: int = 300
+    # JVM heap cap so Keycloak fits small hosts
+    heap_max: str = "768m"
+
+
+@dataclass
+class Pacs:
+    # orthanc (embedded, default) | dicomweb (any external DICOMweb PACS) | dcm4chee | gcp
+    kind: str = "orthanc"
+    # DICOMweb base URL of an external PACS (kind != orthanc)
+    url: str = ""
+    # optional basic auth for an external PACS
+    username: str = ""
+    # optional credential files (password for basic auth, or a bearer token), read at start, never copied
+    password_file: str = ""
+    bearer_token_file: str = ""
+
+
+@dataclass
+class Gateway:
+    # extra CA bundle (PEM) trusted during the image build and at run time (TLS-inspecting networks)
+    ca_bundle: str = ""
+    workers: int = 1
+    log_level: str = "info"
+
+
+@dataclass
+class Tls:
+    email: str = ""
+    acme_server: str = "https://acme-v02.api.letsencrypt.org/directory"
+    # CA bundle to trust when talking to the ACME server (private/test ACME servers)
+    acme_ca_bundle: str = ""
+    staging: bool = False
+    # own certificate mode: paths of the PEM files as given by the user (copied into secrets/)
+    cert_file: str = ""
+    key_file: str = ""
+
+
+@dataclass
+class Settings:
+    # docker compose project name (container and volume prefix)
+    project: str = "kheops"
+    site: Site = field(default_factory=Site)
+    ports: Ports = field(default_factory=Ports)
+    images: Images = field(default_factory=Images)
+    keycloak: Keycloak = field(default_factory=Keycloak)
+    pacs: Pacs = field(default_factory=Pacs)
+    gateway: Gateway = field(default_factory=Gateway)
+    tls: Tls = field(default_factory=Tls)
+
+    # ---- derived values, used by render / doctor / secure ----
+    @property
+    def root_url(self) -> str:
+        return self.site.root_url.rstrip("/")
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.root_url).hostname or "127.0.0.1"
+
+    @property
+    def secured(self) -> bool:
+        return self.site.mode != "insecure"
+
+    @property
+    def keycloak_public_url(self) -> str:
+        if self.keycloak.public_url:
+            return self.keycloak.public_url.rstrip("/")
+        if self.secured:
+            return self.root_url  # served through the TLS proxy on the same host
+        return f"http://{_url_host(self.host)}:{self.ports.keycloak}"
+
+    @property
+    def issuer(self) -> str:
+        return f"{self.keycloak_public_url}/realms/{self.keycloak.realm}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+# ---------------------------------------------------------------------------------------------------------
+# loading and validation
+
+
+def load_settings(
+    site_dir: Path,
+    config_file: Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge defaults < file < environment < flags and validate the result.
+
+    ``config_file`` (``--config``) wins over ``site_dir/kheops.toml`` when given; ``flags`` maps dotted key
+    paths (``"site.root_url"``) to values. Raises ConfigError naming the key path of the first problem.
+    """
+    merged: dict[str, Any] = {}
+    source = config_file if config_file is not None else site_dir / CONFIG_FILE
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file {config_file} not found", hint="check the --config path")
+    if source.is_file():
+        _deep_merge(merged, _read_toml(source))
+    _deep_merge(merged, env_overrides(os.environ if environ is None else environ))
+    for dotted, value in (flags or {}).items():
+        if value is None:
+            continue
+        _deep_merge(merged, _nest(dotted.split("."), value))
+    return settings_from_dict(merged)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})", hint="fix the syntax, or move the file away") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if name in ENV_ALIASES:
+            path: list[str] = list(ENV_ALIASES[name])
+        elif name.startswith(ENV_PREFIX) and "__" in name:
+            path = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        else:
+            continue
+        _deep_merge(out, _nest(path, _EnvValue(raw, name)))
+    return out
+
+
+class _EnvValue(str):
+    """A raw string from the environment; coerced to the field's type, errors name the variable."""
+
+    def __new__(cls, raw: str, var: str):
+        obj = super().__new__(cls, raw)
+        obj.var = var
+        return obj
+
+
+def _nest(path: list[str], value: Any) -> dict[str, Any]:
+    out: Any = value
+    for part in reversed(path):
+        out = {part: out}
+    return out
+
+
+def _deep_merge(into: dict[str, Any], other: Mapping[str, Any]) -> None:
+    for key, value in other.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = dict(value) if isinstance(value, Mapping) else value
+
+
+def settings_from_dict(data: Mapping[str, Any]) -> Settings:
+    settings = _build(Settings, data, "")
+    validate(settings)
+    return settings
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a table", hint="see kheops.toml for the layout")
+    known = {f.name: f for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            close = _closest(key, known)
+            raise ConfigError(
+                f"{prefix}{key}: unknown setting",
+                hint=f"did you mean {prefix}{close}?" if close else f"valid keys: {', '.join(sorted(known))}",
+            )
+    kwargs: dict[str, Any] = {}
+    for name, f in known.items():
+        if name not in data:
+            continue
+        value = data[name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, type(default), f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, typ: type, key: str) -> Any:
+    where = f" (from ${value.var})" if isinstance(value, _EnvValue) else ""
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}{where}")
+    if typ is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}{where}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}{where}")
+    if typ is str:
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}{where}")
+    return value
+
+
+def _closest(key: str, known: Mapping[str, Any]) -> str | None:
+    import difflib
+
+    match = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def validate(s: Settings) -> None:
+    """Cross-field and range checks; every message starts with the key path."""
+    validate_root_url(s.site.root_url, key="site.root_url")
+    if s.site.mode not in SITE_MODES:
+        raise ConfigError(f"site.mode: must be one of {', '.join(SITE_MODES)}, got {s.site.mode!r}")
+    if s.secured and not s.site.root_url.startswith("https://"):
+        raise ConfigError(
+            f"site.root_url: a secured site ({s.site.mode}) needs an https URL, got {s.site.root_url!r}",
+            hint="use kheopsctl secure to change the root URL and the mode together",
+        )
+    try:
+        ipaddress.ip_address(s.site.bind_address)
+    except ValueError:
+        raise ConfigError(f"site.bind_address: not an IP address: {s.site.bind_address!r}",
+                          hint="use 127.0.0.1 (local only) or 0.0.0.0 (all interfaces)") from None
+    for name in ("http", "https", "keycloak"):
+        port = getattr(s.ports, name)
+        if not 1 <= port <= 65535:
+            raise ConfigError(f"ports.{name}: {port} is not a TCP port (1-65535)")
+    if not 0 <= s.ports.metrics <= 65535:
+        raise ConfigError(f"ports.metrics: {s.ports.metrics} is not a TCP port (0 disables)")
+    published = [s.ports.http, s.ports.keycloak] + ([s.ports.https] if s.secured else [])
+    if len(set(published)) != len(published):
+        raise ConfigError("ports: http, https and keycloak must be different ports")
+    for f in fields(Images):
+        ref = getattr(s.images, f.name)
+        if not _IMAGE_REF.match(ref):
+            raise ConfigError(f"images.{f.name}: not a valid image reference: {ref!r}")
+    if s.pacs.kind not in PACS_KINDS:
+        raise ConfigError(f"pacs.kind: must be one of {', '.join(PACS_KINDS)}, got {s.pacs.kind!r}")
+    if s.pacs.kind != "orthanc":
+        if not s.pacs.url:
+            raise ConfigError(f"pacs.url: required when pacs.kind is {s.pacs.kind!r}",
+                              hint="give the DICOMweb base URL of the PACS, e.g. http://pacs:8080/dicom-web")
+        parts = urlsplit(s.pacs.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"pacs.url: not an http(s) URL: {s.pacs.url!r}")
+    if s.pacs.password_file and s.pacs.bearer_token_file:
+        raise ConfigError("pacs: give either password_file or bearer_token_file, not both")
+    if not s.project or not s.project.replace("-", "").replace("_", "").isalnum() or s.project != s.project.lower():
+        raise ConfigError(f"project: {s.project!r} must be lowercase letters, digits, - or _")
+    if s.gateway.workers < 1:
+        raise ConfigError("gateway.workers: must be at least 1")
+    if s.keycloak.access_token_lifespan < 30:
+        raise ConfigError("keycloak.access_token_lifespan: must be at least 30 seconds")
+
+
+def validate_root_url(url: str, key: str = "site.root_url") -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{key}: {url!r} is not an http(s) URL with a host",
+                          hint="for example http://127.0.0.1 or https://kheops.example.org")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigError(f"{key}: {url!r} must not carry credentials, a query or a fragment")
+    if parts.path not in ("", "/"):
+        raise ConfigError(f"{key}: {url!r} must not have a path", hint="KHEOPS is served at the root of its host")
+    try:
+        parts.port
+    except ValueError:
+        raise ConfigError(f"{key}: {url!r} has an invalid port") from None

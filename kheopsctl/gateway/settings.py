@@ -1,0 +1,70 @@
+"""The gateway's settings, from the environment (``KHEOPS_GW_*``). Each is documented in the README.
+
+Secrets may be given inline or, preferably, as ``*_FILE`` pointing at a Docker secret.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+PREFIX = "KHEOPS_GW_"
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    # PostgreSQL conninfo / URL without the password; the password comes from DB_PASSWORD(_FILE)
+    database_url: str = "postgresql://kheops@127.0.0.1:5432/kheops"
+    database_password: str = field(default="", repr=False)
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+    # DICOMweb base URL of the PACS as the gateway reaches it (e.g. http://orthanc:8042/dicom-web)
+    pacs_url: str = "http://127.0.0.1:8042/dicom-web"
+    pacs_username: str = ""
+    pacs_password: str = field(default="", repr=False)
+    pacs_bearer_token: str = field(default="", repr=False)
+    # OIDC: the issuer tokens must carry (public URL) and where keys are fetched (internal URL)
+    oidc_issuer: str = "http://127.0.0.1:8080/realms/kheops"
+    oidc_jwks_url: str = ""  # empty: <issuer>/protocol/openid-connect/certs
+    # comma separated; a token is accepted if its aud or azp names one of them. Empty: not checked.
+    oidc_audience: str = ""
+    oidc_leeway_seconds: int = 30
+    # public root URL of the site (share links, WADO-URI / BulkDataURI rewriting)
+    root_url: str = "http://127.0.0.1"
+    # how long a per-series access decision may be cached (the revocation delay); at most 10
+    access_cache_seconds: float = 5.0
+    # Prometheus metrics: served on this separate port (0 disables); optionally also needs this bearer token
+    metrics_port: int = 9090
+    metrics_token: str = field(default="", repr=False)
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 8000
+    log_level: str = "info"
+    # extra CA bundle (PEM) for outbound TLS (PACS, Keycloak) behind TLS-inspecting proxies
+    ca_bundle: str = ""
+
+    @property
+    def jwks_url(self) -> str:
+        return self.oidc_jwks_url or f"{self.oidc_issuer.rstrip('/')}/protocol/openid-connect/certs"
+
+
+_SECRETS = ("database_password", "pacs_password", "pacs_bearer_token", "metrics_token")
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> GatewaySettings:
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for name, f in GatewaySettings.__dataclass_fields__.items():
+        key = PREFIX + name.upper()
+        raw = env.get(key)
+        if raw is None and name in _SECRETS and env.get(key + "_FILE"):
+            raw = Path(env[key + "_FILE"]).read_text().strip()
+        if raw is None:
+            continue
+        typ = type(f.default)
+        values[name] = typ(raw) if typ in (int, float) else raw
+    settings = GatewaySettings(**values)  # type: ignore[arg-type]
+    if settings.access_cache_seconds > 10:
+        raise ValueError(f"{PREFIX}ACCESS_CACHE_SECONDS must be at most 10 (revocations must apply within 10 s)")
+    return settings
