@@ -25,7 +25,7 @@ from kheopsctl.errors import ConfigError
 
 CONFIG_FILE = "kheops.toml"
 ENV_PREFIX = "KHEOPS_"
-ENV_ALIASES = {"KHEOPS_ROOT_URL": ("site", "root_url")}
+ENV_ALIASES = {"KHEOPS_ROOT_URL": ("site", "root_url"), "KHEOPS_PROJECT": ("project",)}
 
 _IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@sha256:[0-9a-f]{64})?$")
 PACS_KINDS = ("orthanc", "dicomweb", "dcm4chee", "gcp")
