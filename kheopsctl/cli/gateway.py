@@ -1,7 +1,75 @@
-"""`kheopsctl gateway serve|migrate` (placeholder until the gateway issue lands)."""
+"""`kheopsctl gateway serve|migrate`: run the bundled authorization gateway, or migrate its database."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
+
 import typer
 
+from kheopsctl.cli.common import console
+from kheopsctl.errors import ConfigError, KheopsError
+
 app = typer.Typer(help="Run or migrate the bundled authorization gateway.", no_args_is_help=True)
+
+
+def _settings():
+    from kheopsctl.gateway.settings import from_env
+
+    try:
+        return from_env()
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"invalid gateway settings: {exc}",
+                          "check the KHEOPS_GW_* environment variables (see docs/gateway.md)") from None
+
+
+@app.command("serve")
+def serve(
+    host: str = typer.Option(None, "--host", help="Listen address (default KHEOPS_GW_LISTEN_HOST or 0.0.0.0)."),
+    port: int = typer.Option(None, "--port", help="Listen port (default KHEOPS_GW_LISTEN_PORT or 8000)."),
+) -> None:
+    """Serve the gateway (settings from KHEOPS_GW_* environment variables)."""
+    import dataclasses
+
+    import uvicorn
+
+    from kheopsctl.gateway import logging as gwlogging
+    from kheopsctl.gateway.app import create_app
+
+    settings = _settings()
+    overrides = {k: v for k, v in (("listen_host", host), ("listen_port", port)) if v is not None}
+    settings = dataclasses.replace(settings, **overrides)
+    gwlogging.configure(settings.log_level)
+    config = uvicorn.Config(
+        create_app(settings), host=settings.listen_host, port=settings.listen_port, log_config=None,
+        access_log=False, proxy_headers=True, forwarded_allow_ips="*", server_header=False, lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the SIGTERM it handled once it has shut down gracefully; a clean stop should exit 0
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    server.run()
+    if not server.started:
+        raise KheopsError("the gateway did not start", "see the log lines above (database reachable? port free?)")
+
+
+@app.command("migrate")
+def migrate() -> None:
+    """Apply the gateway's database migrations (also done at every start)."""
+    import psycopg
+
+    from kheopsctl.gateway.db import conninfo
+    from kheopsctl.gateway.migrate import migrate_url
+
+    settings = _settings()
+    try:
+        applied = asyncio.run(migrate_url(conninfo(settings)))
+    except psycopg.OperationalError as exc:
+        raise KheopsError(f"cannot reach the gateway database: {str(exc).splitlines()[0] if str(exc) else exc}",
+                          "check KHEOPS_GW_DATABASE_URL and KHEOPS_GW_DATABASE_PASSWORD(_FILE)") from None
+    except psycopg.Error as exc:
+        raise KheopsError(f"migration failed: {type(exc).__name__}", "the database was left unchanged") from None
+    if applied:
+        console.print(f"applied migrations: {', '.join(applied)}")
+    else:
+        console.print("database schema is up to date")

@@ -1,10 +1,24 @@
-"""`kheopsctl logs` (placeholder until its issue lands)."""
+"""`kheopsctl logs`: the site's container logs (one service or all)."""
 
 from __future__ import annotations
 
-from kheopsctl.errors import KheopsError
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from kheopsctl.cli.common import DirOption
+from kheopsctl.deploy.operate import open_site, stream_logs
 
 
-def command() -> None:
-    """Not implemented yet."""
-    raise KheopsError("logs is not implemented yet")
+def command(
+    service: Optional[str] = typer.Argument(None, help="postgres, keycloak, orthanc, gateway, nginx (default: all)"),
+    dir: Path = DirOption,  # noqa: A002
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming new lines."),
+    tail: int = typer.Option(200, "--tail", "-n", min=0, help="Lines to show from the end of each log."),
+) -> None:
+    """Print the logs of the site's containers."""
+    settings, layout = open_site(dir)
+    code = stream_logs(settings, layout, service, follow, tail)
+    if code:
+        raise typer.Exit(code)

@@ -31,6 +31,8 @@ class GatewaySettings:
     # comma separated; a token is accepted if its aud or azp names one of them. Empty: not checked.
     oidc_audience: str = ""
     oidc_leeway_seconds: int = 30
+    # an unknown key id triggers a JWKS re-fetch at most this often (keys are re-read hourly anyway)
+    oidc_jwks_refetch_seconds: float = 10.0
     # public root URL of the site (share links, WADO-URI / BulkDataURI rewriting)
     root_url: str = "http://127.0.0.1"
     # how long a per-series access decision may be cached (the revocation delay); at most 10

@@ -1,0 +1,347 @@
+"""Gateway vs the same Orthanc accessed directly: same run, same data, a table of ratios.
+
+    python benchmarks/bench_gateway.py            # full: 200 MB series, 10 000 studies, 250 MB / 1 GB study
+    python benchmarks/bench_gateway.py --quick    # scaled down (about 1/4), for CI and laptops
+
+Measures
+- WADO-RS throughput for one series (1 and 8 concurrent clients): gateway / direct (target >= 0.9)
+- STOW-RS throughput (two different series of the same size): gateway / direct (target >= 0.8)
+- study QIDO p50 / p95 with N studies indexed (the same studies stored in Orthanc): added ms at p50 (<= 5)
+- the gateway process's peak RSS while storing and streaming a study of S1 and S2 bytes (< 200 MB, flat)
+
+Everything runs on loopback: a throwaway PostgreSQL and Orthanc (Debian packages), the OIDC mock, and the
+gateway as its own process (``kheopsctl gateway serve``) so that its RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pydicom.uid import generate_uid  # noqa: E402
+
+from tests.data.dicomgen import make_instance  # noqa: E402
+from tests.gateway.oidcmock import start_provider  # noqa: E402
+from tests.services.orthanc import free_port, start_orthanc  # noqa: E402
+from tests.services.postgres import start_postgres, stop_postgres  # noqa: E402
+
+MB = 1024 * 1024
+
+# the benchmark client reads in 1 MiB steps (both sides alike), so the client is not the bottleneck
+import httpcore._async.http11 as _h11  # noqa: E402
+
+_h11.AsyncHTTP11Connection.READ_NUM_BYTES = MB
+_h11_sync = __import__("httpcore._sync.http11", fromlist=["HTTP11Connection"])
+_h11_sync.HTTP11Connection.READ_NUM_BYTES = MB
+ACCEPT_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+
+
+# ---- data -------------------------------------------------------------------------------------------------
+
+def write_stow_body(path: Path, total_bytes: int, series_count: int = 1, rows: int = 512) -> tuple[str, str, list]:
+    """A multipart STOW body on disk (so generation never counts in a timing). Returns (ct, study, series)."""
+    study, pid = generate_uid(), "BENCH-" + secrets.token_hex(4)
+    per = rows * rows * 2
+    n = max(1, total_bytes // (per * series_count))
+    boundary = "bench-" + secrets.token_hex(8)
+    series = []
+    with open(path, "wb") as f:
+        for si in range(series_count):
+            se = generate_uid()
+            series.append(se)
+            for i in range(1, n + 1):
+                data = make_instance(study_uid=study, series_uid=se, sop_uid=generate_uid(), modality="CT",
+                                     patient_id=pid, patient_name="Bench^Mark", study_date="20240101",
+                                     series_number=si + 1, instance_number=i, rows=rows, cols=rows)
+                f.write(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode())
+                f.write(data)
+                f.write(b"\r\n")
+        f.write(f"--{boundary}--\r\n".encode())
+    return f'multipart/related; type="application/dicom"; boundary={boundary}', study, series
+
+
+def file_chunks(path: Path, size: int = MB):
+    with open(path, "rb") as f:
+        while chunk := f.read(size):
+            yield chunk
+
+
+def post_file(url: str, path: Path, ct: str, headers: dict | None = None) -> tuple[float, httpx.Response]:
+    t0 = time.perf_counter()
+    r = httpx.post(url, content=file_chunks(path), headers={"Content-Type": ct, **(headers or {})}, timeout=600)
+    return time.perf_counter() - t0, r
+
+
+# ---- the gateway as a process -----------------------------------------------------------------------------
+
+class GatewayProcess:
+    def __init__(self, env: dict, port: int):
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        code = "from kheopsctl.cli import main; main()"
+        if os.environ.get("BENCH_PROFILE"):  # profile the gateway: python -c ... under cProfile, dumped on exit
+            code = ("import cProfile, signal, sys; from kheopsctl.cli import main; p = cProfile.Profile(); "
+                    "signal.signal(signal.SIGTERM, lambda *a: (p.disable(), p.dump_stats(sys.argv[-1]), "
+                    "sys.exit(0))); p.enable(); main(sys.argv[1:-1])")
+        self.proc = subprocess.Popen([sys.executable, "-c", code, "gateway", "serve"], env=env, cwd=ROOT,
+                                     stdout=subprocess.DEVNULL, stderr=open(Path(tempfile.gettempdir()) /
+                                                                              "bench-gateway.log", "wb"))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/health/live", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("the gateway did not start; see bench-gateway.log")
+
+    def status(self, key: str) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class RssSampler:
+    def __init__(self, gw: GatewayProcess):
+        self.gw, self.peak, self._stop = gw, 0, threading.Event()
+
+    def __enter__(self):
+        self.peak = self.gw.status("VmRSS")
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.gw.status("VmRSS"))
+            time.sleep(0.02)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self.t.join()
+
+
+# ---- measurements ---------------------------------------------------------------------------------------
+
+async def _download(client: httpx.AsyncClient, url: str, headers: dict) -> int:
+    n = 0
+    async with client.stream("GET", url, headers=headers) as r:
+        assert r.status_code == 200, (url, r.status_code)
+        async for chunk in r.aiter_raw():
+            n += len(chunk)
+    return n
+
+
+def throughput(url: str, headers: dict, clients: int, rounds: int = 1) -> float:
+    """MB/s over ``clients`` concurrent full downloads (best of ``rounds``)."""
+
+    async def run():
+        async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=clients)) as c:
+            best = 0.0
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                sizes = await asyncio.gather(*[_download(c, url, headers) for _ in range(clients)])
+                best = max(best, sum(sizes) / MB / (time.perf_counter() - t0))
+            return best
+
+    return asyncio.run(run())
+
+
+def compare_throughput(a: tuple[str, dict], b: tuple[str, dict], clients: int, rounds: int) -> tuple[float, float]:
+    """Interleaved rounds (a, b, a, b, ...) so that load from elsewhere hits both sides alike; medians."""
+    throughput(*a, clients)  # warm-up: caches on both sides
+    throughput(*b, clients)
+    ra, rb = [], []
+    for _ in range(rounds):
+        ra.append(throughput(*a, clients))
+        rb.append(throughput(*b, clients))
+    return statistics.median(ra), statistics.median(rb)
+
+
+def latencies(url: str, headers: dict, n: int) -> tuple[float, float]:
+    with httpx.Client(timeout=60) as c:
+        for _ in range(10):
+            assert c.get(url, headers=headers).status_code == 200
+        ms = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            r = c.get(url, headers=headers)
+            ms.append((time.perf_counter() - t0) * 1000)
+            assert r.status_code == 200
+    ms.sort()
+    return statistics.median(ms), ms[int(len(ms) * 0.95) - 1]
+
+
+def seed_qido(orthanc_url: str, conninfo: str, inbox: str, count: int) -> None:
+    """``count`` small studies stored in Orthanc and, with the same attributes, indexed in SQL."""
+    batch, rows, names = 250, [], ["Smith^John", "Doe^Jane", "Martin^Paul", "Garcia^Ana"]
+    for start in range(0, count, batch):
+        boundary = "seed-" + secrets.token_hex(6)
+        body = bytearray()
+        for i in range(start, min(count, start + batch)):
+            st, se = generate_uid(), generate_uid()
+            date = f"20{10 + i % 14:02d}{1 + i % 12:02d}{1 + i % 28:02d}"
+            name = names[i % 4]
+            data = make_instance(study_uid=st, series_uid=se, sop_uid=generate_uid(), modality="CT" if i % 3 else "MR",
+                                 patient_id=f"P{i}", patient_name=name, study_date=date, series_number=1,
+                                 instance_number=1, rows=8, cols=8)
+            body += f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data + b"\r\n"
+            rows.append((st, se, date, name, f"P{i}", "CT" if i % 3 else "MR"))
+        body += f"--{boundary}--\r\n".encode()
+        r = httpx.post(orthanc_url + "/studies", content=bytes(body), timeout=600,
+                       headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'})
+        assert r.status_code == 200, r.text[:200]
+    with psycopg.connect(conninfo) as conn:
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO studies (study_uid, study_date, study_time, patient_name, patient_id,"
+                            " study_description) VALUES (%s, %s, '101500', %s, %s, 'Generated study')",
+                            [(st, d, n, p) for st, _, d, n, p, _ in rows])
+            cur.executemany("INSERT INTO series (series_uid, study_uid, modality, series_number,"
+                            " number_of_instances, populated) VALUES (%s, %s, %s, 1, 1, true)",
+                            [(se, st, m) for st, se, _, _, _, m in rows])
+            cur.executemany("INSERT INTO album_series (album_id, series_uid) VALUES (%s, %s)",
+                            [(inbox, se) for _, se, _, _, _, _ in rows])
+        conn.execute("ANALYZE")
+
+
+# ---- main ---------------------------------------------------------------------------------------------------
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="scaled-down sizes")
+    args = ap.parse_args()
+    scale = 4 if args.quick else 1
+    series_bytes = 200 * MB // scale
+    qido_count = 10_000 // scale
+    rss_sizes = (250 * MB // scale, 1024 * MB // scale)
+    work = Path(tempfile.mkdtemp(prefix="kheops-bench-"))
+    pg = start_postgres()
+    orthanc = start_orthanc(work / "orthanc")
+    oidc = start_provider()
+    gw = None
+    results: list[tuple[str, str, str, str, str]] = []
+    try:
+        port = free_port()
+        env = dict(os.environ, KHEOPS_GW_DATABASE_URL=pg.url, KHEOPS_GW_DATABASE_PASSWORD=pg.password,
+                   KHEOPS_GW_PACS_URL=orthanc.dicomweb_url, KHEOPS_GW_OIDC_ISSUER=oidc.issuer,
+                   KHEOPS_GW_OIDC_JWKS_URL=oidc.jwks_url, KHEOPS_GW_METRICS_PORT="0",
+                   KHEOPS_GW_LISTEN_HOST="127.0.0.1", KHEOPS_GW_LISTEN_PORT=str(port), KHEOPS_GW_LOG_LEVEL="warning",
+                   KHEOPS_GW_ROOT_URL=f"http://127.0.0.1:{port}")
+        gw = GatewayProcess(env, port)
+        token = oidc.token_for("bench-user", email="bench@example.org", name="Bench")
+        auth = {"Authorization": f"Bearer {token}"}
+        info = httpx.get(gw.url + "/api/inboxinfo", headers=auth).json()
+        with psycopg.connect(pg.conninfo) as conn:
+            inbox = conn.execute("SELECT inbox_id FROM users WHERE sub = 'bench-user'").fetchone()[0]
+        print(f"baseline gateway RSS {gw.status('VmRSS') / MB:.0f} MB; inbox {info}", file=sys.stderr)
+
+        # STOW: two different series of the same size, one direct, one through the gateway
+        print("generating STOW bodies ...", file=sys.stderr)
+        ct_d, _, _ = write_stow_body(work / "direct.bin", series_bytes)
+        ct_g, study_g, series_g = write_stow_body(work / "gateway.bin", series_bytes)
+        size = (work / "gateway.bin").stat().st_size / MB
+        t_d, r = post_file(orthanc.dicomweb_url + "/studies", work / "direct.bin", ct_d)
+        assert r.status_code == 200, r.text[:300]
+        with RssSampler(gw) as stow_rss:
+            t_g, r = post_file(gw.url + "/api/studies", work / "gateway.bin", ct_g, auth)
+        assert r.status_code == 200, r.text[:300]
+        results.append(("STOW-RS throughput (MB/s)", f"{size / t_d:.0f}", f"{size / t_g:.0f}",
+                        f"{(size / t_g) / (size / t_d):.2f}", ">= 0.80"))
+        for p in ("direct.bin", "gateway.bin"):
+            (work / p).unlink()
+
+        # WADO-RS: the same series through the gateway and direct
+        path = f"/studies/{study_g}/series/{series_g[0]}"
+        for clients in (1, 8):
+            cpu0 = gw.cpu_seconds()
+            d, g = compare_throughput((orthanc.dicomweb_url + path, {"Accept": ACCEPT_DICOM}),
+                                      (gw.url + "/api" + path, {"Accept": ACCEPT_DICOM, **auth}), clients,
+                                      rounds=5 if clients == 1 else 3)
+            results.append((f"WADO-RS series {size:.0f} MB, {clients} client(s) (MB/s)", f"{d:.0f}", f"{g:.0f}",
+                            f"{g / d:.2f}", ">= 0.90"))
+            streamed = size * clients * ((5 if clients == 1 else 3) + 1)
+            results.append((f"  gateway CPU per GB streamed ({clients} client(s)), s", "-",
+                            f"{(gw.cpu_seconds() - cpu0) / (streamed / 1024):.2f}", "", ""))
+
+        # QIDO: N studies in Orthanc and in the index (same UIDs and attributes)
+        print(f"seeding {qido_count} studies ...", file=sys.stderr)
+        seed_qido(orthanc.dicomweb_url, pg.conninfo, inbox, qido_count)
+        for label, query in (("limit=100", "limit=100"), ("PatientName=Smith*", "PatientName=Smith*&limit=100")):
+            d50, d95 = latencies(orthanc.dicomweb_url + "/studies?" + query, {}, 100)
+            g50, g95 = latencies(gw.url + "/api/studies?" + query, auth, 100)
+            results.append((f"study QIDO {label}, {qido_count} studies: p50 ms", f"{d50:.1f}", f"{g50:.1f}",
+                            f"+{g50 - d50:.1f} ms", "<= +5 ms"))
+            results.append((f"study QIDO {label}, {qido_count} studies: p95 ms", f"{d95:.1f}", f"{g95:.1f}",
+                            f"+{g95 - d95:.1f} ms", ""))
+
+        # RSS while storing and streaming studies of two sizes (study-level retrieve and ZIP)
+        peaks = []
+        for total in rss_sizes:
+            ct, study, _ = write_stow_body(work / "rss.bin", total, series_count=4)
+            with RssSampler(gw) as s1:
+                _, r = post_file(gw.url + "/api/studies", work / "rss.bin", ct, auth)
+            assert r.status_code == 200, r.text[:300]
+            (work / "rss.bin").unlink()
+            with RssSampler(gw) as s2:
+                got = throughput(gw.url + f"/api/studies/{study}", {"Accept": ACCEPT_DICOM, **auth}, 1, rounds=1)
+            with RssSampler(gw) as s3:
+                asyncio.run(_zip(gw.url + f"/api/studies/{study}?accept=application/zip", auth))
+            peaks.append(max(s1.peak, s2.peak, s3.peak))
+            results.append((f"gateway peak RSS, study {total / MB:.0f} MB (STOW / WADO / ZIP) MB", "-",
+                            f"{s1.peak / MB:.0f} / {s2.peak / MB:.0f} / {s3.peak / MB:.0f}",
+                            f"{got:.0f} MB/s", "< 200 MB"))
+        results.append(("peak RSS growth from small to large study (MB)", "-", f"{(peaks[1] - peaks[0]) / MB:+.0f}",
+                        "", "flat"))
+        results.append(("gateway peak RSS during the STOW benchmark (MB)", "-", f"{stow_rss.peak / MB:.0f}", "", ""))
+    finally:
+        if gw is not None:
+            gw.stop()
+        oidc.stop()
+        orthanc.stop()
+        stop_postgres(pg)
+    load = os.getloadavg()
+    print(f"# {'quick' if args.quick else 'full'} run, {os.cpu_count()} CPUs, load average {load[0]:.1f} / "
+          f"{load[1]:.1f} (other work on the machine skews throughput ratios)")
+    widths = [max(len(r[i]) for r in results + [HEAD]) for i in range(5)]
+    for row in [HEAD, tuple("-" * w for w in widths)] + results:
+        print(" | ".join(c.ljust(w) for c, w in zip(row, widths)))
+    return 0
+
+
+HEAD = ("measure", "direct", "gateway", "ratio / added", "target")
+
+
+async def _zip(url: str, headers: dict) -> int:
+    async with httpx.AsyncClient(timeout=600) as c:
+        return await _download(c, url, headers)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""Write DIR/kheops.toml: every setting with its effective value and a comment, atomically.
+
+The file is the single source of truth: a later ``kheopsctl install`` with no flags reproduces the same site.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import tomli_w
+
+from kheopsctl.config import Settings
+from kheopsctl.deploy.fsutil import write_atomic
+from kheopsctl.deploy.layout import SiteLayout
+
+HEADER = """\
+# KHEOPS site settings, written by kheopsctl install. This file is the single source of truth:
+# edit it and run `kheopsctl install --dir DIR` again to apply (only affected services are recreated).
+# Precedence: command-line flags > environment (KHEOPS_<SECTION>__<KEY>) > this file > defaults.
+# Secrets are not stored here: they live in secrets/ next to this file (mode 0600).
+"""
+
+COMMENTS: dict[str, str] = {
+    "project": "docker compose project name (prefix of containers, networks and volumes)",
+    "site": "where the site is served",
+    "site.root_url": "public URL of the site (no path)",
+    "site.mode": "insecure | letsencrypt | custom (changed by `kheopsctl secure`)",
+    "site.bind_address": "address the published ports bind to (127.0.0.1 = this machine only)",
+    "ports": "published ports",
+    "ports.http": "nginx reverse proxy, plain HTTP",
+    "ports.https": "nginx reverse proxy, TLS (secured modes only)",
+    "ports.keycloak": "Keycloak, published in insecure mode only",
+    "ports.metrics": "gateway Prometheus metrics (0 = not published)",
+    "images": "pinned image references",
+    "images.gateway_base": "base image of the gateway image built from the bundled package",
+    "images.gateway": "tag of the built gateway image",
+    "keycloak": "identity provider",
+    "keycloak.public_url": "URL browsers use for Keycloak (empty = derived from root_url)",
+    "keycloak.expose_admin_console": "serve /admin publicly in secured modes",
+    "keycloak.access_token_lifespan": "seconds",
+    "keycloak.heap_max": "JVM heap cap",
+    "pacs": "the PACS behind the gateway",
+    "pacs.kind": "orthanc (embedded) | dicomweb | dcm4chee | gcp",
+    "pacs.url": "DICOMweb base URL of an external PACS",
+    "pacs.username": "basic-auth user of an external PACS",
+    "pacs.password_file": "file holding the basic-auth password (read at start, never copied)",
+    "pacs.bearer_token_file": "file holding a bearer token (read at start, never copied)",
+    "gateway": "the bundled authorization gateway",
+    "gateway.ca_bundle": "extra CA bundle (PEM) for image builds and outbound TLS (TLS-inspecting networks)",
+    "tls": "certificates (used by `kheopsctl secure`)",
+}
+
+
+def render_sitefile(settings: Settings) -> str:
+    data = settings.to_dict()
+    lines = [HEADER]
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    for key, value in scalars.items():
+        lines += _entry(key, key, value)
+    for section, table in data.items():
+        if not isinstance(table, dict):
+            continue
+        lines.append("")
+        if section in COMMENTS:
+            lines.append(f"# {COMMENTS[section]}")
+        lines.append(f"[{section}]")
+        for key, value in table.items():
+            lines += _entry(f"{section}.{key}", key, value)
+    return "\n".join(lines) + "\n"
+
+
+def _entry(path: str, key: str, value: Any) -> list[str]:
+    out = [f"# {COMMENTS[path]}"] if path in COMMENTS else []
+    out.append(tomli_w.dumps({key: value}).rstrip("\n"))
+    return out
+
+
+def write_sitefile(layout: SiteLayout, settings: Settings) -> bool:
+    return write_atomic(layout.config, render_sitefile(settings), mode=0o644)
+
+
+def _check_roundtrip(settings: Settings) -> None:  # used by tests
+    import tomllib
+
+    from kheopsctl.config import settings_from_dict
+
+    assert dataclasses.asdict(settings_from_dict(tomllib.loads(render_sitefile(settings)))) == settings.to_dict()

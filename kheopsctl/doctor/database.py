@@ -1,0 +1,110 @@
+"""Live: the gateway's PostgreSQL database answers with the generated credentials and its schema is current.
+
+Probed with psycopg from inside the gateway container (see ``inside.py``); when that container is down, the
+connection is tried with ``psql`` inside the postgres container instead, with the same generated password.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from kheopsctl.doctor.context import DockerError, DoctorContext
+from kheopsctl.doctor.inside import ProbeUnavailable, gateway_probe
+from kheopsctl.doctor.registry import check
+from kheopsctl.doctor.result import Outcome, fail, ok, skip
+
+
+def latest_migration() -> str:
+    from kheopsctl.gateway import migrate
+
+    return migrate.available()[-1][0]
+
+
+def db_state(ctx: DoctorContext) -> dict:
+    """What the database looks like from the gateway (memoised: both checks read it)."""
+
+    def probe() -> dict:
+        try:
+            return {"via": "gateway", **gateway_probe(ctx)["db"]}
+        except ProbeUnavailable:
+            return {"via": "postgres", **psql_probe(ctx)}
+
+    return ctx.memo("db.state", probe)
+
+
+def psql_probe(ctx: DoctorContext) -> dict:
+    pg = ctx.running_container("postgres")
+    if pg is None:
+        return {"error": "the postgres container is not running"}
+    url = _gateway_database_url(ctx)
+    parts = urlsplit(url)
+    user, db = parts.username or "kheops", (parts.path or "/kheops").lstrip("/") or "kheops"
+    sql = ("select current_user, current_setting('server_version'), "
+           "(select string_agg(version, ',' order by version) from schema_migrations)")
+    code, (out, err) = pg.exec_run(
+        ["psql", "-h", "127.0.0.1", "-U", user, "-d", db, "-XAtF", "|", "-c", sql],
+        environment={"PGPASSWORD": ctx.secret("kheops_authdb_pass"), "PGCONNECT_TIMEOUT": "4"},
+        demux=True,
+    )
+    if code != 0:
+        lines = (err or b"").decode(errors="replace").strip().splitlines()
+        return {"error": lines[-1][:300] if lines else f"psql exit {code}"}
+    user_, version, versions = (out or b"").decode().strip().split("|")
+    return {"user": user_, "server_version": version, "versions": versions.split(",") if versions else None}
+
+
+def _gateway_database_url(ctx: DoctorContext) -> str:
+    for c in ctx.project_containers().get("gateway", []):
+        for item in (c.attrs.get("Config") or {}).get("Env") or []:
+            if item.startswith("KHEOPS_GW_DATABASE_URL="):
+                return item.split("=", 1)[1]
+    return "postgresql://kheops@postgres:5432/kheops"
+
+
+@check("postgres.connect", "live", "PostgreSQL accepts the gateway's generated credentials (psycopg)")
+def postgres_connect(ctx: DoctorContext) -> Outcome:
+    try:
+        state = db_state(ctx)
+    except DockerError as exc:
+        return fail(f"Docker engine not reachable: {exc}", "start the Docker engine")
+    pg = next(iter(ctx.project_containers().get("postgres", [])), None)
+    if "error" in state:
+        reason = state["error"]
+        if pg is None or pg.status != "running":
+            hint = (f"start PostgreSQL: `docker start {pg.name}`" if pg else
+                    f"the postgres container is missing: run `kheopsctl install --dir {ctx.layout.dir}`")
+        elif "password authentication failed" in reason:
+            hint = ("the database password differs from secrets/kheops_authdb_pass; was the secret replaced "
+                    "after install? restore it from a backup (the database keeps the first one)")
+        else:
+            hint = f"read `docker logs {pg.name}`; the gateway cannot work without its database"
+        return fail(f"PostgreSQL not reachable (probed from the {state['via']} container): {reason}", hint,
+                    via=state["via"])
+    return ok(f"connected as {state['user']} (PostgreSQL {state['server_version']}, via the {state['via']} "
+              "container)", via=state["via"], server_version=state["server_version"])
+
+
+@check("postgres.schema", "live", "the gateway's schema version is the latest this kheopsctl ships")
+def postgres_schema(ctx: DoctorContext) -> Outcome:
+    try:
+        state = db_state(ctx)
+    except DockerError as exc:
+        return fail(f"Docker engine not reachable: {exc}", "start the Docker engine")
+    if "error" in state:
+        return skip("PostgreSQL not reachable (see postgres.connect)")
+    latest = latest_migration()
+    versions = state.get("versions")
+    if not versions:
+        return fail("the gateway's schema is not installed (no schema_migrations)",
+                    "the gateway migrates at start: `docker restart` its container, or run "
+                    "`kheopsctl gateway migrate` inside it", latest=latest)
+    current = max(versions)
+    details = {"current": current, "latest": latest, "applied": versions}
+    if current < latest:
+        return fail(f"schema at {current}, this kheopsctl ships {latest}",
+                    f"run `kheopsctl install --dir {ctx.layout.dir}` to update the gateway (it migrates at start)",
+                    **details)
+    if current > latest:
+        return fail(f"schema at {current} is newer than this kheopsctl knows ({latest})",
+                    "use the kheopsctl version that installed the site", **details)
+    return ok(f"schema version {current} (latest)", **details)

@@ -1,0 +1,18 @@
+"""The KHEOPS REST routes this package serves (DICOMweb routes come from ``kheopsctl.gateway.dicomweb``)."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+
+def routes() -> list[BaseRoute]:
+    from kheopsctl.gateway import openapi
+    from kheopsctl.gateway.api import albums, capabilities, inbox, users
+
+    return [
+        *openapi.routes(),
+        *albums.routes(),
+        *users.routes(),
+        *inbox.routes(),
+        *capabilities.routes(),
+    ]

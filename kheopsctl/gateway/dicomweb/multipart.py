@@ -1,0 +1,160 @@
+"""Streaming multipart/related: parse parts without buffering bodies, and write parts with our boundary.
+
+Used for STOW-RS request bodies, for re-framing several PACS responses into one (study-level WADO-RS) and for
+unwrapping single instances (WADO-URI, ZIP). Bodies are yielded as they arrive; only the delimiter's length
+is held back between chunks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import AsyncIterator
+
+MAX_HEADER_BYTES = 16 * 1024
+
+
+class MultipartError(ValueError):
+    """The body is not well-formed multipart."""
+
+
+_BOUNDARY_RE = re.compile(r'boundary=(?:"([^"]+)"|([^;\s]+))', re.IGNORECASE)
+_TYPE_RE = re.compile(r'type=(?:"([^"]+)"|([^;\s]+))', re.IGNORECASE)
+
+
+def boundary_of(content_type: str | None) -> bytes:
+    m = _BOUNDARY_RE.search(content_type or "")
+    if not m or not content_type.lower().lstrip().startswith("multipart/"):
+        raise MultipartError("expected a multipart/related body with a boundary")
+    b = (m.group(1) or m.group(2)).encode("latin-1")
+    if not 0 < len(b) <= 200:
+        raise MultipartError("invalid multipart boundary")
+    return b
+
+
+def related_type(content_type: str | None) -> str | None:
+    m = _TYPE_RE.search(content_type or "")
+    return (m.group(1) or m.group(2)).lower() if m else None
+
+
+def new_boundary() -> str:
+    return "kheops-" + os.urandom(12).hex()
+
+
+class Part:
+    """One part: its headers (lower-cased names) and a body iterator that must be read (or drained) in order."""
+
+    def __init__(self, headers: dict[str, str], reader: "MultipartReader"):
+        self.headers = headers
+        self._reader = reader
+        self._done = False
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "")
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        if self._done:
+            return
+        async for chunk in self._reader._body():
+            yield chunk
+        self._done = True
+
+    async def drain(self) -> None:
+        async for _ in self.chunks():
+            pass
+
+
+class MultipartReader:
+    """Parses a multipart stream; ``async for part in reader.parts()``. Each part's body is streamed."""
+
+    def __init__(self, stream: AsyncIterator[bytes], boundary: bytes):
+        self._it = stream.__aiter__()
+        # a leading CRLF makes the first delimiter look like every other one
+        self._buf = bytearray(b"\r\n")
+        self._delim = b"\r\n--" + boundary
+        self._eof = False
+
+    async def _fill(self) -> bool:
+        if self._eof:
+            return False
+        try:
+            chunk = await self._it.__anext__()
+        except StopAsyncIteration:
+            self._eof = True
+            return False
+        self._buf += chunk
+        return True
+
+    async def parts(self) -> AsyncIterator[Part]:
+        buf, delim = self._buf, self._delim
+        while True:  # preamble
+            i = buf.find(delim)
+            if i >= 0:
+                del buf[: i + len(delim)]
+                break
+            keep = len(delim) - 1
+            if len(buf) > keep:
+                del buf[: len(buf) - keep]
+            if not await self._fill():
+                raise MultipartError("no multipart boundary found in the body")
+        while True:
+            while len(buf) < 2:
+                if not await self._fill():
+                    raise MultipartError("multipart body truncated after a boundary")
+            if buf[:2] == b"--":
+                return
+            start = 0
+            while (j := buf.find(b"\r\n\r\n", start)) < 0:
+                if len(buf) > MAX_HEADER_BYTES:
+                    raise MultipartError("multipart part headers too large")
+                start = max(0, len(buf) - 3)
+                if not await self._fill():
+                    raise MultipartError("multipart body truncated in part headers")
+            block = bytes(buf[:j])
+            del buf[: j + 4]
+            part = Part(_parse_headers(block), self)
+            yield part
+            await part.drain()
+
+    async def _body(self) -> AsyncIterator[bytes]:
+        buf, delim = self._buf, self._delim
+        start = 0
+        while True:
+            i = buf.find(delim, start)
+            if i >= 0:
+                if i:
+                    yield bytes(buf[:i])
+                del buf[: i + len(delim)]
+                return
+            safe = len(buf) - (len(delim) - 1)
+            if safe > 0:
+                yield bytes(buf[:safe])
+                del buf[:safe]
+            start = 0
+            if not await self._fill():
+                raise MultipartError("multipart body truncated (no closing boundary)")
+
+
+def _parse_headers(block: bytes) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    lines = block.split(b"\r\n")
+    # the first line is what followed the boundary on its line (transport padding): ignored
+    for line in lines[1:]:
+        if not line.strip():
+            continue
+        name, sep, value = line.partition(b":")
+        if not sep:
+            raise MultipartError("malformed multipart part header")
+        headers[name.strip().decode("latin-1").lower()] = value.strip().decode("latin-1")
+    return headers
+
+
+def part_head(boundary: str, content_type: str, first: bool = False, extra: dict[str, str] | None = None) -> bytes:
+    lines = [("" if first else "\r\n") + f"--{boundary}", f"Content-Type: {content_type}"]
+    lines += [f"{k}: {v}" for k, v in (extra or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def closing(boundary: str) -> bytes:
+    return f"\r\n--{boundary}--\r\n".encode("latin-1")

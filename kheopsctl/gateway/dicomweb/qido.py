@@ -1,0 +1,260 @@
+"""Study QIDO from the index (SQL filters, sort and paging) and series/instance QIDO limited to visible series.
+
+Counts (NumberOfStudyRelatedSeries/Instances) and ModalitiesInStudy cover only the series the caller may see:
+they are aggregated over the visible (series, album) pairs in the same SQL statement, and ``X-Total-Count`` is a
+window count over the filtered set, so paging happens in SQL.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from kheopsctl.gateway.dicomweb.index import STUDY_TAGS
+from kheopsctl.gateway.errors import ApiError
+
+# QIDO attribute (keyword or tag) -> (index column, VR)
+STUDY_ATTRS = {
+    "StudyDate": ("study_date", "DA"), "StudyTime": ("study_time", "TM"),
+    "AccessionNumber": ("accession_number", "SH"), "ReferringPhysicianName": ("referring_physician_name", "PN"),
+    "PatientName": ("patient_name", "PN"), "PatientID": ("patient_id", "LO"),
+    "PatientBirthDate": ("patient_birth_date", "DA"), "PatientSex": ("patient_sex", "CS"),
+    "StudyInstanceUID": ("study_uid", "UI"), "StudyID": ("study_id", "SH"),
+    "StudyDescription": ("study_description", "LO"),
+}
+TAG_TO_KEYWORD = {
+    "00080020": "StudyDate", "00080030": "StudyTime", "00080050": "AccessionNumber",
+    "00080090": "ReferringPhysicianName", "00100010": "PatientName", "00100020": "PatientID",
+    "00100030": "PatientBirthDate", "00100040": "PatientSex", "0020000D": "StudyInstanceUID",
+    "00200010": "StudyID", "00081030": "StudyDescription", "00080061": "ModalitiesInStudy",
+    "00201206": "NumberOfStudyRelatedSeries", "00201208": "NumberOfStudyRelatedInstances",
+    "00080060": "Modality", "0008103E": "SeriesDescription", "00200011": "SeriesNumber",
+    "00180015": "BodyPartExamined", "0020000E": "SeriesInstanceUID", "00201209": "NumberOfSeriesRelatedInstances",
+}
+_KW_LOWER = {k.lower(): k for k in list(STUDY_ATTRS) + list(TAG_TO_KEYWORD.values())}
+CONTROL_PARAMS = {"album", "inbox", "includefield", "fuzzymatching", "sort", "favorite", "limit", "offset",
+                  "access_token"}
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 1000
+
+
+def keyword(name: str) -> str | None:
+    n = name.strip()
+    up = n.upper()
+    if re.fullmatch(r"[0-9A-F]{8}", up):
+        return TAG_TO_KEYWORD.get(up)
+    return _KW_LOWER.get(n.lower())
+
+
+def paging(params) -> tuple[int, int]:
+    try:
+        limit = int(params.get("limit", DEFAULT_LIMIT))
+        offset = int(params.get("offset", 0))
+    except ValueError:
+        raise ApiError(400, "limit and offset must be integers") from None
+    if limit < 0 or offset < 0:
+        raise ApiError(400, "limit and offset must not be negative")
+    return min(limit, MAX_LIMIT), offset
+
+
+def _wildcard(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def _range(column: str, value: str, what: str) -> tuple[str, list]:
+    if not re.fullmatch(r"[0-9.:]*-?[0-9.:]*", value):
+        raise ApiError(400, f"invalid {what} value")
+    if "-" in value:
+        lo, hi = value.split("-", 1)
+        clauses, args = [], []
+        if lo:
+            clauses.append(f"st.{column} >= %s")
+            args.append(lo)
+        if hi:
+            clauses.append(f"st.{column} <= %s" if what == "date" else f"substr(st.{column}, 1, %s) <= %s")
+            args += [hi] if what == "date" else [len(hi), hi]
+        return " AND ".join(clauses) or "true", args
+    return (f"st.{column} = %s", [value]) if what == "date" else (f"st.{column} LIKE %s", [value + "%"])
+
+
+@dataclass
+class StudyQuery:
+    where: list[str]
+    args: list
+    modalities: list[str]
+    includefields: set[str]
+    order: str
+    limit: int
+    offset: int
+    favorite: bool
+
+
+def parse_study_query(params) -> StudyQuery:
+    where: list[str] = []
+    args: list = []
+    modalities: list[str] = []
+    fuzzy = params.get("fuzzymatching", "false").lower() == "true"
+    for name, value in params.multi_items():
+        if name in CONTROL_PARAMS or value == "":
+            continue
+        kw = keyword(name)
+        if kw == "ModalitiesInStudy" or kw == "Modality":
+            modalities += [m for m in re.split(r"[\\,]", value.upper()) if m]
+            continue
+        if kw not in STUDY_ATTRS:
+            raise ApiError(400, f"unsupported QIDO filter: {name[:64]}")
+        column, vr = STUDY_ATTRS[kw]
+        if vr == "DA":
+            clause, a = _range(column, value, "date")
+        elif vr == "TM":
+            clause, a = _range(column, value, "time")
+        elif vr == "UI":
+            uids = [u for u in re.split(r"[\\,]", value) if u]
+            clause, a = f"st.{column} = ANY(%s)", [uids]
+        elif vr == "PN" or "*" in value or "?" in value:
+            pattern = _wildcard(value)
+            if vr == "PN" and "*" not in value and fuzzy:
+                pattern += "%"
+            op = "ILIKE" if (fuzzy or vr == "PN") else "LIKE"
+            clause, a = f"st.{column} {op} %s", [pattern]
+        else:
+            clause, a = f"st.{column} = %s", [value]
+        where.append(clause)
+        args += a
+    includefields: set[str] = set()
+    for v in params.getlist("includefield"):
+        for f in re.split(r"[,\s]", v):
+            if f:
+                includefields.add("all" if f.lower() == "all" else (keyword(f) or f))
+    sort = params.get("sort", "")
+    order = "st.study_date DESC NULLS LAST, st.study_time DESC NULLS LAST, st.study_uid"
+    if sort:
+        desc = sort.startswith("-")
+        kw = keyword(sort.lstrip("-+"))
+        if kw not in STUDY_ATTRS:
+            raise ApiError(400, "unsupported sort attribute")
+        col = STUDY_ATTRS[kw][0]
+        order = f"st.{col} {'DESC NULLS LAST' if desc else 'ASC NULLS LAST'}, st.study_uid"
+    limit, offset = paging(params)
+    return StudyQuery(where, args, modalities, includefields, order, limit, offset,
+                      params.get("favorite", "").lower() == "true")
+
+
+def study_sql(q: StudyQuery, albums: list[str]) -> tuple[str, list]:
+    """One statement: visible series of the readable albums -> per-study aggregates -> filters, sort, page."""
+    having, hargs = "", []
+    if q.modalities:
+        having = " HAVING array_agg(s.modality) && %s::text[]"
+        hargs.append(q.modalities)
+    fav = " AND bool_or(v.favorite)" if q.favorite else ""
+    if fav:
+        having = (having or " HAVING true") + fav
+    where = " AND ".join(q.where) or "true"
+    sql = (
+        "WITH v AS (SELECT als.series_uid, bool_or(als.favorite) AS favorite FROM album_series als"
+        "  WHERE als.album_id = ANY(%s) GROUP BY als.series_uid),"
+        " agg AS (SELECT s.study_uid, count(*) AS nseries, sum(s.number_of_instances) AS ninstances,"
+        "  array_agg(DISTINCT s.modality) AS modalities"
+        f"  FROM v JOIN series s ON s.series_uid = v.series_uid GROUP BY s.study_uid{having})"
+        " SELECT st.*, agg.nseries, agg.ninstances, agg.modalities, count(*) OVER () AS total"
+        " FROM agg JOIN studies st ON st.study_uid = agg.study_uid"
+        f" WHERE {where} ORDER BY {q.order} LIMIT %s OFFSET %s"
+    )
+    return sql, [albums, *hargs, *q.args, q.limit, q.offset]
+
+
+def count_sql(q: StudyQuery, albums: list[str]) -> tuple[str, list]:
+    sql, args = study_sql(q, albums)
+    inner = sql.split(" ORDER BY ")[0]
+    return f"SELECT count(*) AS total FROM ({inner}) t", args[:-2]
+
+
+def _el(vr: str, value) -> dict:
+    if value is None or value == "" or value == []:
+        return {"vr": vr}
+    if vr == "PN":
+        return {"vr": vr, "Value": [{"Alphabetic": value}]}
+    if isinstance(value, list):
+        return {"vr": vr, "Value": value}
+    return {"vr": vr, "Value": [value]}
+
+
+def study_json(row: dict, retrieve_base: str) -> dict:
+    mods = sorted(m for m in (row.get("modalities") or []) if m)
+    out = {
+        "00080005": {"vr": "CS", "Value": ["ISO_IR 192"]},
+        "00080020": _el("DA", row["study_date"]),
+        "00080030": _el("TM", row["study_time"]),
+        "00080050": _el("SH", row["accession_number"]),
+        "00080061": _el("CS", mods),
+        "00080090": _el("PN", row["referring_physician_name"]),
+        "00081030": _el("LO", row["study_description"]),
+        "00081190": _el("UR", f"{retrieve_base}/studies/{row['study_uid']}"),
+        "00100010": _el("PN", row["patient_name"]),
+        "00100020": _el("LO", row["patient_id"]),
+        "00100030": _el("DA", row["patient_birth_date"]),
+        "00100040": _el("CS", row["patient_sex"]),
+        "0020000D": _el("UI", row["study_uid"]),
+        "00200010": _el("SH", row["study_id"]),
+        "00201206": _el("IS", int(row["nseries"] or 0)),
+        "00201208": _el("IS", int(row["ninstances"] or 0)),
+    }
+    return out
+
+
+SERIES_ATTRS = {
+    "Modality": ("modality", "CS"), "SeriesDescription": ("series_description", "LO"),
+    "SeriesNumber": ("series_number", "IS"), "BodyPartExamined": ("body_part_examined", "CS"),
+    "SeriesInstanceUID": ("series_uid", "UI"),
+}
+
+
+def series_json(row: dict, study: dict | None, retrieve_base: str) -> dict:
+    out = {
+        "00080005": {"vr": "CS", "Value": ["ISO_IR 192"]},
+        "00080060": _el("CS", row["modality"]),
+        "0008103E": _el("LO", row["series_description"]),
+        "00081190": _el("UR", f"{retrieve_base}/studies/{row['study_uid']}/series/{row['series_uid']}"),
+        "00180015": _el("CS", row["body_part_examined"]),
+        "0020000D": _el("UI", row["study_uid"]),
+        "0020000E": _el("UI", row["series_uid"]),
+        "00200011": _el("IS", row["series_number"]),
+        "00201209": _el("IS", int(row["number_of_instances"] or 0)),
+    }
+    if study:
+        for col, tag in STUDY_TAGS.items():
+            if col != "study_uid":
+                out.setdefault(tag, _el(STUDY_ATTRS_BY_COL[col], study.get(col)))
+    return dict(sorted(out.items()))
+
+
+STUDY_ATTRS_BY_COL = {col: vr for col, vr in STUDY_ATTRS.values()}
+
+
+def series_filters(params) -> tuple[list[str], list]:
+    where: list[str] = []
+    args: list = []
+    for name, value in params.multi_items():
+        if name in CONTROL_PARAMS or value == "":
+            continue
+        kw = keyword(name)
+        if kw not in SERIES_ATTRS:
+            raise ApiError(400, f"unsupported series QIDO filter: {name[:64]}")
+        column, vr = SERIES_ATTRS[kw]
+        if vr == "UI":
+            where.append(f"s.{column} = ANY(%s)")
+            args.append([u for u in re.split(r"[\\,]", value) if u])
+        elif vr == "IS":
+            try:
+                where.append(f"s.{column} = %s")
+                args.append(int(value))
+            except ValueError:
+                raise ApiError(400, f"invalid {kw}") from None
+        elif "*" in value or "?" in value:
+            where.append(f"s.{column} LIKE %s")
+            args.append(_wildcard(value))
+        else:
+            where.append(f"s.{column} = %s")
+            args.append(value)
+    return where, args

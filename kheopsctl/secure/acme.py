@@ -1,0 +1,71 @@
+"""Certificate issuance with certbot, in the site's own `certbot` service container.
+
+Why certbot in the container rather than the `acme` library on the host: the certificate must be renewed
+unattended for years by the compose `certbot` service. Issuing with that very service stores the lineage
+(live/, archive/, renewal/HOST.conf with the ACME server, webroot and deploy hook) in the `certs` volume, so
+`certbot renew` in the renewal loop repeats exactly what worked, with the same CA bundle and network.
+"""
+
+from __future__ import annotations
+
+import re
+
+from kheopsctl.config import Settings
+from kheopsctl.deploy.compose import run_compose
+from kheopsctl.deploy.layout import SiteLayout
+from kheopsctl.errors import KheopsError
+from kheopsctl.secure import volumes
+
+# certbot's deploy hook; nginx's wrapper reloads when this file changes
+DEPLOY_HOOK = f"date >> {volumes.RENEWED_MARKER}"
+
+
+def certonly_args(settings: Settings) -> list[str]:
+    return [
+        "certonly", "--non-interactive", "--agree-tos", "--no-eff-email",
+        "--email", settings.tls.email,
+        "--webroot", "--webroot-path", volumes.WEBROOT_MOUNT,
+        "--domain", settings.host, "--cert-name", settings.host,
+        "--server", settings.tls.acme_server,
+        "--deploy-hook", DEPLOY_HOOK,
+        # a valid certificate for this name is kept: re-running secure does not burn the rate limit
+        "--keep-until-expiring",
+    ]
+
+
+def issue(settings: Settings, layout: SiteLayout, timeout: float = 300) -> None:
+    """Run certbot certonly in a one-off `certbot` container; raise with certbot's own reason on failure."""
+    result = run_compose(settings, layout, "run", "--rm", "--no-deps", "--entrypoint", "certbot", "certbot",
+                         *certonly_args(settings), check=False, timeout=timeout)
+    if result.returncode != 0:
+        raise KheopsError(f"certificate issuance failed: {explain(result.stdout + result.stderr)}",
+                          hint=_hint(result.stdout + result.stderr, settings))
+
+
+def explain(output: str) -> str:
+    """The most telling line of certbot's output."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for pattern in (r"^Detail:", r"urn:ietf:params:acme:error", r"^Type:", r"Error|error|failed|Failed"):
+        for line in lines:
+            if re.search(pattern, line) and "Saving debug log" not in line and "Ask for help" not in line:
+                return line[:300]
+    return lines[-1][:300] if lines else "certbot exited without output"
+
+
+def _hint(output: str, settings: Settings) -> str:
+    low = output.lower()
+    if "certificate verify failed" in low or "ssl" in low and "verify" in low:
+        return "the ACME server's TLS certificate is not trusted: pass its CA with --acme-ca-bundle"
+    if "connection" in low and ("refused" in low or "timeout" in low or "timed out" in low) and "acme" not in low:
+        return f"cannot reach the ACME server {settings.tls.acme_server}: check the URL and outbound HTTPS"
+    if "unauthorized" in low or "connection" in low or "dns" in low:
+        return (f"the ACME server could not fetch the challenge from http://{settings.host}/.well-known/acme-challenge/: "
+                "check DNS and that port 80 reaches this host")
+    if "ratelimit" in low.replace(" ", "") or "too many" in low:
+        return "Let's Encrypt rate limit: wait, or test with --staging first"
+    return "run kheopsctl logs certbot, fix the cause and run kheopsctl secure again"
+
+
+def reload_nginx(settings: Settings, layout: SiteLayout) -> None:
+    """Graceful reload: new connections get the new certificate, open ones finish on the old workers."""
+    run_compose(settings, layout, "exec", "-T", "nginx", "nginx", "-s", "reload", timeout=60)

@@ -1,0 +1,36 @@
+"""Bad input that needs the real engine to be detected: a port in use stops install before anything is written."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.stackfixture import TEST_CONFIG, require_stack_prerequisites
+
+pytestmark = pytest.mark.docker
+KHEOPSCTL = str(Path(sys.executable).parent / "kheopsctl")
+
+
+def test_port_in_use_stops_before_writing(tmp_path):
+    require_stack_prerequisites()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KHEOPS_")}
+        env.update(KHEOPS_PROJECT="kportbusy", KHEOPS_PORTS__HTTP=str(port), KHEOPS_PORTS__KEYCLOAK=str(port + 1)
+                   if port < 65535 else "1")
+        site = tmp_path / "site"
+        result = subprocess.run([KHEOPSCTL, "install", "--dir", str(site), "--config", str(TEST_CONFIG), "--yes"],
+                                capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and str(port) in errors[0], result.stderr
+    assert any(line.startswith("hint:") for line in lines), result.stderr
+    assert not site.exists()

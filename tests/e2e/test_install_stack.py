@@ -1,0 +1,95 @@
+"""End to end on the real Docker engine, with the shared stack installed once per session (tests/stackfixture.py)."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import httpx
+import jwt
+import pytest
+
+from kheopsctl.deploy import secrets
+from tests.oidc_login import client_credentials, create_user, login
+
+pytestmark = pytest.mark.docker
+
+SERVICES = {"postgres", "keycloak", "orthanc", "gateway", "nginx"}
+
+
+def test_install_finishes_with_every_service_healthy(installed_stack):
+    result = installed_stack.run("status", "--json")
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["healthy"] is True
+    assert set(status["services"]) == SERVICES
+    for name, svc in status["services"].items():
+        assert svc["state"] == "healthy", (name, svc)
+    layout = installed_stack.layout
+    assert stat.S_IMODE(layout.secrets_dir.stat().st_mode) == 0o700
+    for name in secrets.ALL:
+        assert stat.S_IMODE(layout.secret(name).stat().st_mode) == 0o600
+
+
+def test_gateway_health_through_nginx(installed_stack):
+    response = httpx.get(f"{installed_stack.http_url}/health/ready", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["server"].startswith("nginx")
+
+
+def test_user_token_reaches_the_gateway_through_nginx(installed_stack):
+    s = installed_stack.settings
+    create_user(installed_stack.keycloak_url, installed_stack.admin_password, s.keycloak.realm,
+                "e2e-alice", "alice-password-12345")
+    tokens = login(installed_stack.keycloak_url, s.keycloak.realm, "e2e-alice", "alice-password-12345",
+                   redirect_uri=f"{s.root_url}/callback")
+    claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
+    assert claims["iss"] == s.issuer and claims["azp"] == "loginConnect"
+    assert "kheops" in claims["scope"].split() and claims["sub"]
+
+    api = f"{installed_stack.http_url}/api/studies"
+    ok = httpx.get(api, headers={"Authorization": f"Bearer {tokens['access_token']}"}, timeout=30)
+    assert ok.status_code == 200, ok.text
+    assert ok.headers["server"].startswith("nginx")
+    # the same request with a forged token is refused: the gateway really checked the signature
+    header, payload, _sig = tokens["access_token"].split(".")
+    forged = httpx.get(api, headers={"Authorization": f"Bearer {header}.{payload}.AAAA"}, timeout=30)
+    assert forged.status_code == 401
+    assert httpx.get(api, timeout=30).status_code == 401
+
+
+def test_service_account_token_is_accepted(installed_stack):
+    s = installed_stack.settings
+    tokens = client_credentials(installed_stack.keycloak_url, s.keycloak.realm, "kheopsctl",
+                                installed_stack.secret("kheops_client_kheopsctl_secret"))
+    claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
+    assert claims["azp"] == "kheopsctl" and claims["iss"] == s.issuer
+
+
+def test_rerun_keeps_secrets_and_recreates_nothing(installed_stack):
+    layout = installed_stack.layout
+    before = {n: layout.secret(n).read_bytes() for n in secrets.ALL}
+    ids_before = _container_ids(installed_stack)
+    result = installed_stack.install("--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["created_secrets"] == [] and data["changed_files"] == []
+    assert data["recreated"] == [] and data["built_gateway_image"] is False
+    assert {n: layout.secret(n).read_bytes() for n in secrets.ALL} == before
+    assert _container_ids(installed_stack) == ids_before
+
+
+def test_logs_of_one_service(installed_stack):
+    result = installed_stack.run("logs", "nginx", "--tail", "5")
+    assert result.returncode == 0, result.stderr
+    bad = installed_stack.run("logs", "nosuchservice")
+    assert bad.returncode == 2 and "unknown service" in bad.stderr
+
+
+def _container_ids(stack) -> dict[str, str]:
+    import docker
+
+    from kheopsctl.deploy.compose import SERVICE_LABEL, project_containers
+
+    client = docker.from_env()
+    return {c.labels[SERVICE_LABEL]: c.id for c in project_containers(client, stack.settings.project)}

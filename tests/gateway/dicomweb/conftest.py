@@ -1,0 +1,51 @@
+"""DICOMweb fixtures: a real Orthanc (Debian package, DICOMweb plugin) behind a real gateway, real PostgreSQL.
+
+``dw`` is a gateway whose PACS is the session Orthanc; ``uploaded(user)`` STOWs a fresh generated study through
+the gateway into that user's inbox and returns it.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.data.dicomgen import GeneratedStudy, make_study, multipart_related
+from tests.services.orthanc import orthanc  # noqa: F401 - session fixture re-exported
+
+
+@pytest.fixture(scope="session")
+def dw(gateway_factory, orthanc):  # noqa: F811
+    return gateway_factory({"pacs_url": orthanc.dicomweb_url, "access_cache_seconds": 2.0})
+
+
+def stow_through(client: httpx.Client, study: GeneratedStudy, album: str | None = None,
+                 parts: list[bytes] | None = None, path: str = "/studies") -> httpx.Response:
+    body, ct = multipart_related(parts if parts is not None else list(study.all_instances()))
+    params = {"album": album} if album else None
+    return client.post(path, content=body, headers={"Content-Type": ct, "Accept": "application/dicom+json"},
+                       params=params)
+
+
+@pytest.fixture
+def uploaded(dw, api):
+    def upload(user, **kw) -> GeneratedStudy:
+        study = make_study(**kw)
+        client = api(user.token, base_url=dw)
+        r = stow_through(client, study)
+        assert r.status_code == 200, r.text
+        return study
+
+    return upload
+
+
+@pytest.fixture
+def dwuser(make_user, api, dw):
+    """A registered user whose ``client`` talks to the DICOMweb gateway ``dw``."""
+
+    def make(label: str = "user"):
+        u = make_user(label, register=False)
+        u.client = api(u.token, base_url=dw)
+        assert u.client.get("/inboxinfo").status_code == 200
+        return u
+
+    return make

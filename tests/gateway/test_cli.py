@@ -1,0 +1,90 @@
+"""``kheopsctl gateway migrate`` and ``kheopsctl gateway serve`` as real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import psycopg
+
+from tests.gateway.server import free_port
+
+KHEOPSCTL = [os.path.join(os.path.dirname(sys.executable), "kheopsctl")]
+
+
+def env_for(pg, url: str, **extra: str) -> dict[str, str]:
+    pw_file = pg.service.datadir.parent / "gw-password"
+    if not pw_file.exists():
+        pw_file.write_text(pg.service.password + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KHEOPS_")}
+    env.update({"KHEOPS_GW_DATABASE_URL": url, "KHEOPS_GW_DATABASE_PASSWORD_FILE": str(pw_file), **extra})
+    return env
+
+
+def test_migrate_applies_once(pg, unique):
+    name = f"migrate_{unique.replace('-', '_')}"
+    url = pg.service.create_database(name)
+    try:
+        first = subprocess.run([*KHEOPSCTL, "gateway", "migrate"], env=env_for(pg, url), capture_output=True,
+                               text=True, timeout=60)
+        assert first.returncode == 0, first.stderr
+        assert "0001_initial" in first.stderr
+        second = subprocess.run([*KHEOPSCTL, "gateway", "migrate"], env=env_for(pg, url), capture_output=True,
+                                text=True, timeout=60)
+        assert second.returncode == 0 and "up to date" in second.stderr
+        with psycopg.connect(pg.service.conninfo.replace("dbname=kheops", f"dbname={name}")) as conn:
+            assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] >= 1
+            assert conn.execute("SELECT to_regclass('albums')").fetchone()[0] == "albums"
+    finally:
+        pg.service.drop_database(name)
+
+
+def test_migrate_unreachable_database_is_one_line_and_hint(pg):
+    port = free_port()
+    env = env_for(pg, f"postgresql://kheops@127.0.0.1:{port}/kheops")
+    r = subprocess.run([*KHEOPSCTL, "gateway", "migrate"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert lines[0].startswith("error: cannot reach the gateway database") and lines[1].startswith("hint:")
+    assert pg.service.password not in r.stderr
+
+
+def test_bad_settings_exit_2():
+    env = {**os.environ, "KHEOPS_GW_ACCESS_CACHE_SECONDS": "60"}
+    r = subprocess.run([*KHEOPSCTL, "gateway", "migrate"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "error:" in r.stderr and "hint:" in r.stderr
+
+
+def test_serve_runs_logs_json_and_stops_on_sigterm(pg, oidc):
+    port = free_port()
+    env = env_for(pg, pg.service.url, KHEOPS_GW_OIDC_ISSUER=oidc.issuer, KHEOPS_GW_OIDC_JWKS_URL=oidc.jwks_url,
+                  KHEOPS_GW_METRICS_PORT="0")
+    proc = subprocess.Popen([*KHEOPSCTL, "gateway", "serve", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/live").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        token = oidc.token_for("cli-user", email="cli@example.org")
+        r = httpx.get(f"http://127.0.0.1:{port}/api/albums", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/health/ready").json()["checks"]["database"] == "ok"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    lines = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert any(line.get("access", {}).get("target") == "/api/albums" for line in lines)
+    assert token not in out and token not in err

@@ -1,0 +1,1 @@
+"""Throwaway real services (Debian packages) started by the test session on free loopback ports."""
