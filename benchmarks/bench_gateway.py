@@ -233,20 +233,89 @@ def seed_qido(orthanc_url: str, conninfo: str, inbox: str, count: int) -> None:
 
 # ---- main ---------------------------------------------------------------------------------------------------
 
+class Bench:
+    """The running stack and the rows of the result table."""
+
+    def __init__(self, gw: GatewayProcess, orthanc, pg, auth: dict, inbox: str, work: Path):
+        self.gw, self.orthanc, self.pg, self.auth, self.inbox, self.work = gw, orthanc, pg, auth, inbox, work
+        self.rows: list[tuple[str, str, str, str, str]] = []
+
+    def stow_and_wado(self, series_bytes: int) -> None:
+        # STOW: two different series of the same size, one direct, one through the gateway
+        print("generating STOW bodies ...", file=sys.stderr)
+        ct_d, _, _ = write_stow_body(self.work / "direct.bin", series_bytes)
+        ct_g, study_g, series_g = write_stow_body(self.work / "gateway.bin", series_bytes)
+        size = (self.work / "gateway.bin").stat().st_size / MB
+        t_d, r = post_file(self.orthanc.dicomweb_url + "/studies", self.work / "direct.bin", ct_d)
+        assert r.status_code == 200, r.text[:300]
+        with RssSampler(self.gw) as stow_rss:
+            t_g, r = post_file(self.gw.url + "/api/studies", self.work / "gateway.bin", ct_g, self.auth)
+        assert r.status_code == 200, r.text[:300]
+        self.rows.append(("STOW-RS throughput (MB/s)", f"{size / t_d:.0f}", f"{size / t_g:.0f}",
+                          f"{t_d / t_g:.2f}", ">= 0.80"))
+        self.rows.append(("  gateway peak RSS during that STOW (MB)", "-", f"{stow_rss.peak / MB:.0f}", "", ""))
+        for p in ("direct.bin", "gateway.bin"):
+            (self.work / p).unlink()
+        # WADO-RS: the same series through the gateway and direct
+        path = f"/studies/{study_g}/series/{series_g[0]}"
+        for clients, rounds in ((1, 5), (8, 3)):
+            cpu0 = self.gw.cpu_seconds()
+            d, g = compare_throughput((self.orthanc.dicomweb_url + path, {"Accept": ACCEPT_DICOM}),
+                                      (self.gw.url + "/api" + path, {"Accept": ACCEPT_DICOM, **self.auth}),
+                                      clients, rounds)
+            self.rows.append((f"WADO-RS series {size:.0f} MB, {clients} client(s) (MB/s)", f"{d:.0f}", f"{g:.0f}",
+                              f"{g / d:.2f}", ">= 0.90"))
+            streamed_gb = size * clients * (rounds + 1) / 1024
+            self.rows.append((f"  gateway CPU seconds per GB streamed ({clients} client(s))", "-",
+                              f"{(self.gw.cpu_seconds() - cpu0) / streamed_gb:.2f}", "", ""))
+
+    def qido(self, count: int) -> None:
+        # N studies in Orthanc and in the index (same UIDs and attributes)
+        print(f"seeding {count} studies ...", file=sys.stderr)
+        seed_qido(self.orthanc.dicomweb_url, self.pg.conninfo, self.inbox, count)
+        for label, query in (("limit=100", "limit=100"), ("PatientName=Smith*", "PatientName=Smith*&limit=100")):
+            d50, d95 = latencies(self.orthanc.dicomweb_url + "/studies?" + query, {}, 100)
+            g50, g95 = latencies(self.gw.url + "/api/studies?" + query, self.auth, 100)
+            self.rows.append((f"study QIDO {label}, {count} studies: p50 ms", f"{d50:.1f}", f"{g50:.1f}",
+                              f"{g50 - d50:+.1f} ms", "<= +5 ms"))
+            self.rows.append((f"study QIDO {label}, {count} studies: p95 ms", f"{d95:.1f}", f"{g95:.1f}",
+                              f"{g95 - d95:+.1f} ms", ""))
+
+    def rss(self, sizes: tuple[int, int]) -> None:
+        """Peak RSS while storing, retrieving (study level) and zipping studies of two sizes."""
+        peaks = []
+        for total in sizes:
+            ct, study, _ = write_stow_body(self.work / "rss.bin", total, series_count=4)
+            with RssSampler(self.gw) as s1:
+                _, r = post_file(self.gw.url + "/api/studies", self.work / "rss.bin", ct, self.auth)
+            assert r.status_code == 200, r.text[:300]
+            (self.work / "rss.bin").unlink()
+            with RssSampler(self.gw) as s2:
+                got = throughput(self.gw.url + f"/api/studies/{study}", {"Accept": ACCEPT_DICOM, **self.auth}, 1)
+            with RssSampler(self.gw) as s3:
+                asyncio.run(_zip(self.gw.url + f"/api/studies/{study}?accept=application/zip", self.auth))
+            peaks.append(max(s1.peak, s2.peak, s3.peak))
+            self.rows.append((f"gateway peak RSS, study {total / MB:.0f} MB (STOW / WADO / ZIP) MB", "-",
+                              f"{s1.peak / MB:.0f} / {s2.peak / MB:.0f} / {s3.peak / MB:.0f}",
+                              f"{got:.0f} MB/s", "< 200 MB"))
+        self.rows.append(("peak RSS growth from small to large study (MB)", "-",
+                          f"{(peaks[1] - peaks[0]) / MB:+.0f}", "", "flat"))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="scaled-down sizes")
+    ap.add_argument("--quick", action="store_true", help="scaled-down sizes (about 1/4)")
+    ap.add_argument("--only", action="append", choices=("wado", "qido", "rss"),
+                    help="run only these parts (repeatable); wado includes STOW")
     args = ap.parse_args()
+    parts = set(args.only or ("wado", "qido", "rss"))
     scale = 4 if args.quick else 1
-    series_bytes = 200 * MB // scale
-    qido_count = 10_000 // scale
-    rss_sizes = (250 * MB // scale, 1024 * MB // scale)
     work = Path(tempfile.mkdtemp(prefix="kheops-bench-"))
     pg = start_postgres()
     orthanc = start_orthanc(work / "orthanc")
     oidc = start_provider()
     gw = None
-    results: list[tuple[str, str, str, str, str]] = []
+    bench = None
     try:
         port = free_port()
         env = dict(os.environ, KHEOPS_GW_DATABASE_URL=pg.url, KHEOPS_GW_DATABASE_PASSWORD=pg.password,
@@ -257,69 +326,17 @@ def main() -> int:
         gw = GatewayProcess(env, port)
         token = oidc.token_for("bench-user", email="bench@example.org", name="Bench")
         auth = {"Authorization": f"Bearer {token}"}
-        info = httpx.get(gw.url + "/api/inboxinfo", headers=auth).json()
+        assert httpx.get(gw.url + "/api/inboxinfo", headers=auth).status_code == 200
         with psycopg.connect(pg.conninfo) as conn:
             inbox = conn.execute("SELECT inbox_id FROM users WHERE sub = 'bench-user'").fetchone()[0]
-        print(f"baseline gateway RSS {gw.status('VmRSS') / MB:.0f} MB; inbox {info}", file=sys.stderr)
-
-        # STOW: two different series of the same size, one direct, one through the gateway
-        print("generating STOW bodies ...", file=sys.stderr)
-        ct_d, _, _ = write_stow_body(work / "direct.bin", series_bytes)
-        ct_g, study_g, series_g = write_stow_body(work / "gateway.bin", series_bytes)
-        size = (work / "gateway.bin").stat().st_size / MB
-        t_d, r = post_file(orthanc.dicomweb_url + "/studies", work / "direct.bin", ct_d)
-        assert r.status_code == 200, r.text[:300]
-        with RssSampler(gw) as stow_rss:
-            t_g, r = post_file(gw.url + "/api/studies", work / "gateway.bin", ct_g, auth)
-        assert r.status_code == 200, r.text[:300]
-        results.append(("STOW-RS throughput (MB/s)", f"{size / t_d:.0f}", f"{size / t_g:.0f}",
-                        f"{(size / t_g) / (size / t_d):.2f}", ">= 0.80"))
-        for p in ("direct.bin", "gateway.bin"):
-            (work / p).unlink()
-
-        # WADO-RS: the same series through the gateway and direct
-        path = f"/studies/{study_g}/series/{series_g[0]}"
-        for clients in (1, 8):
-            cpu0 = gw.cpu_seconds()
-            d, g = compare_throughput((orthanc.dicomweb_url + path, {"Accept": ACCEPT_DICOM}),
-                                      (gw.url + "/api" + path, {"Accept": ACCEPT_DICOM, **auth}), clients,
-                                      rounds=5 if clients == 1 else 3)
-            results.append((f"WADO-RS series {size:.0f} MB, {clients} client(s) (MB/s)", f"{d:.0f}", f"{g:.0f}",
-                            f"{g / d:.2f}", ">= 0.90"))
-            streamed = size * clients * ((5 if clients == 1 else 3) + 1)
-            results.append((f"  gateway CPU per GB streamed ({clients} client(s)), s", "-",
-                            f"{(gw.cpu_seconds() - cpu0) / (streamed / 1024):.2f}", "", ""))
-
-        # QIDO: N studies in Orthanc and in the index (same UIDs and attributes)
-        print(f"seeding {qido_count} studies ...", file=sys.stderr)
-        seed_qido(orthanc.dicomweb_url, pg.conninfo, inbox, qido_count)
-        for label, query in (("limit=100", "limit=100"), ("PatientName=Smith*", "PatientName=Smith*&limit=100")):
-            d50, d95 = latencies(orthanc.dicomweb_url + "/studies?" + query, {}, 100)
-            g50, g95 = latencies(gw.url + "/api/studies?" + query, auth, 100)
-            results.append((f"study QIDO {label}, {qido_count} studies: p50 ms", f"{d50:.1f}", f"{g50:.1f}",
-                            f"+{g50 - d50:.1f} ms", "<= +5 ms"))
-            results.append((f"study QIDO {label}, {qido_count} studies: p95 ms", f"{d95:.1f}", f"{g95:.1f}",
-                            f"+{g95 - d95:.1f} ms", ""))
-
-        # RSS while storing and streaming studies of two sizes (study-level retrieve and ZIP)
-        peaks = []
-        for total in rss_sizes:
-            ct, study, _ = write_stow_body(work / "rss.bin", total, series_count=4)
-            with RssSampler(gw) as s1:
-                _, r = post_file(gw.url + "/api/studies", work / "rss.bin", ct, auth)
-            assert r.status_code == 200, r.text[:300]
-            (work / "rss.bin").unlink()
-            with RssSampler(gw) as s2:
-                got = throughput(gw.url + f"/api/studies/{study}", {"Accept": ACCEPT_DICOM, **auth}, 1, rounds=1)
-            with RssSampler(gw) as s3:
-                asyncio.run(_zip(gw.url + f"/api/studies/{study}?accept=application/zip", auth))
-            peaks.append(max(s1.peak, s2.peak, s3.peak))
-            results.append((f"gateway peak RSS, study {total / MB:.0f} MB (STOW / WADO / ZIP) MB", "-",
-                            f"{s1.peak / MB:.0f} / {s2.peak / MB:.0f} / {s3.peak / MB:.0f}",
-                            f"{got:.0f} MB/s", "< 200 MB"))
-        results.append(("peak RSS growth from small to large study (MB)", "-", f"{(peaks[1] - peaks[0]) / MB:+.0f}",
-                        "", "flat"))
-        results.append(("gateway peak RSS during the STOW benchmark (MB)", "-", f"{stow_rss.peak / MB:.0f}", "", ""))
+        bench = Bench(gw, orthanc, pg, auth, inbox, work)
+        bench.rows.append(("gateway RSS at rest (MB)", "-", f"{gw.status('VmRSS') / MB:.0f}", "", ""))
+        if "wado" in parts:
+            bench.stow_and_wado(200 * MB // scale)
+        if "qido" in parts:
+            bench.qido(10_000 // scale)
+        if "rss" in parts:
+            bench.rss((250 * MB // scale, 1024 * MB // scale))
     finally:
         if gw is not None:
             gw.stop()
@@ -329,8 +346,9 @@ def main() -> int:
     load = os.getloadavg()
     print(f"# {'quick' if args.quick else 'full'} run, {os.cpu_count()} CPUs, load average {load[0]:.1f} / "
           f"{load[1]:.1f} (other work on the machine skews throughput ratios)")
-    widths = [max(len(r[i]) for r in results + [HEAD]) for i in range(5)]
-    for row in [HEAD, tuple("-" * w for w in widths)] + results:
+    rows = bench.rows if bench else []
+    widths = [max(len(r[i]) for r in rows + [HEAD]) for i in range(5)]
+    for row in [HEAD, tuple("-" * w for w in widths)] + rows:
         print(" | ".join(c.ljust(w) for c, w in zip(row, widths)))
     return 0
 

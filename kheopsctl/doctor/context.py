@@ -125,15 +125,6 @@ class DoctorContext:
             return "::1" if ip.version == 6 else "127.0.0.1"
         return addr
 
-    def proxy_url(self, path: str, secure: bool | None = None) -> str:
-        """URL of ``path`` on the site's nginx, via the published port (send ``Host`` = settings.host)."""
-        secure = self.settings.secured if secure is None else secure
-        host = self.local_address
-        if ":" in host:
-            host = f"[{host}]"
-        port = self.settings.ports.https if secure else self.settings.ports.http
-        return f"{'https' if secure else 'http'}://{host}:{port}{path}"
-
     def local_url(self, public_url: str) -> tuple[str, dict[str, str], dict[str, Any]]:
         """Map a public URL of this site onto the port published here: (url, headers, httpx extensions).
 
@@ -146,6 +137,8 @@ class DoctorContext:
         s = self.settings
         if parts.scheme == "https":
             port = s.ports.https
+        elif parts.port == s.ports.http:
+            port = s.ports.http
         elif parts.port == s.ports.keycloak and not s.secured:
             port = s.ports.keycloak
         else:
@@ -162,14 +155,27 @@ class DoctorContext:
         return self.http().request(method, url, headers=headers, extensions=extensions, **kwargs)
 
     def http(self):
-        """A shared httpx client (no redirects followed; TLS verified against the system and extra CAs)."""
+        """A shared httpx client for the functional checks (no redirects followed).
+
+        It talks to this host's own published ports, and does not verify the certificate chain: whether the
+        certificate is trusted is tls.certificate's verdict, reported once, not by every check that uses HTTPS.
+        """
 
         def make():
             import httpx
 
-            return httpx.Client(timeout=HTTP_TIMEOUT, follow_redirects=False, verify=self.ssl_context())
+            return httpx.Client(timeout=HTTP_TIMEOUT, follow_redirects=False, verify=self._unverified())
 
         return self.memo("http", make)
+
+    @staticmethod
+    def _unverified():
+        import ssl
+
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
 
     def ssl_context(self):
         def make():

@@ -51,8 +51,13 @@ def e2e_probe(ctx: DoctorContext) -> Outcome:
     except httpx.HTTPError as exc:
         return fail(f"token endpoint unreachable: {type(exc).__name__}: {exc}", "see keycloak.discovery")
     if r.status_code != 200:
-        err = _json(r).get("error", r.status_code) if isinstance(_json(r), dict) else r.status_code
-        return fail(f"Keycloak refused the client-credentials grant of {SERVICE_CLIENT!r}: {err}",
+        body = _json(r)
+        err = body.get("error", "") if isinstance(body, dict) else ""
+        if r.status_code >= 500:
+            return fail(f"Keycloak failed while issuing a token (HTTP {r.status_code} {err})".rstrip(),
+                        "read the keycloak container's logs (a database outage shows there; right after a "
+                        "PostgreSQL restart the first requests may fail: run doctor again)")
+        return fail(f"Keycloak refused the client-credentials grant of {SERVICE_CLIENT!r}: {err or r.status_code}",
                     f"the client secret must equal secrets/kheops_client_kheopsctl_secret; re-run "
                     f"`kheopsctl install --dir {ctx.layout.dir}` to restore the client")
     token = r.json()["access_token"]

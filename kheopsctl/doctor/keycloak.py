@@ -134,7 +134,7 @@ def realm_data(ctx: DoctorContext) -> dict:
             data["via"] = "gateway container"
         if "error" in data:
             stage = data.get("stage")
-            if stage == "login":
+            if stage == "login" and data.get("status") in (400, 401):
                 hint = ("the admin password differs from secrets/keycloak_admin_password (changed in Keycloak?); "
                         "put the current one in that file")
             elif stage == "realm" and data.get("status") == 404:

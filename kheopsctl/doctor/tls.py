@@ -117,11 +117,15 @@ def certificate_outcome(ctx: DoctorContext, facts) -> Outcome:
                 "and that port 80 of this host is reachable from the internet for the ACME challenge")
     elif "hostname" in facts.verify_error.lower() or "ip address mismatch" in facts.verify_error.lower():
         hint = f"the certificate names {', '.join(facts.names) or 'nothing'}, not {host}: issue one for {host}"
+    elif "expired" in facts.verify_error.lower():
+        hint = ("certbot renews it automatically: read the certbot container's logs" if mode == "letsencrypt"
+                else "install a renewed certificate with `kheopsctl secure`")
     elif mode == "custom":
         hint = ("give the full chain (leaf then intermediates) with `kheopsctl secure`, or, for a private CA, "
-                "add it to gateway.ca_bundle so this host trusts it")
+                "add it to gateway.ca_bundle (or SSL_CERT_FILE) so this host trusts it")
     else:
-        hint = "run `kheopsctl secure` again to obtain a certificate"
+        hint = (f"issued by {facts.issuer}, which this host does not trust: with a staging or test ACME server "
+                "trust its root (SSL_CERT_FILE), otherwise run `kheopsctl secure` against the production one")
     return fail(f"certificate not trusted for {host}: {facts.verify_error}", hint, **details)
 
 
@@ -149,7 +153,9 @@ def tls_redirect(ctx: DoctorContext) -> Outcome:
     not_secured = _not_secured(ctx)
     if not_secured:
         return not_secured
-    public = "http://" + ctx.settings.root_url.split("://", 1)[1] + "/api/"
+    s = ctx.settings
+    host = f"[{s.host}]" if ":" in s.host else s.host
+    public = f"http://{host}{'' if s.ports.http == 80 else f':{s.ports.http}'}/api/"
     try:
         r = ctx.site_request("GET", public)
     except httpx.HTTPError as exc:

@@ -163,9 +163,7 @@ class Authenticator:
 
     def forget_capability(self, capability_id: str) -> None:
         """Drop a revoked capability from this process's cache at once (other replicas: within the TTL)."""
-        for key, (_, value) in list(self.capabilities._data.items()):
-            if value is not None and value.grant.id == capability_id:
-                self.capabilities.discard(key)
+        self.capabilities.discard_where(lambda row: row is not None and row.grant.id == capability_id)
 
 
 def token_from_headers(scope: Scope) -> str | None:

@@ -7,7 +7,6 @@ from collections import OrderedDict
 from typing import Generic, Hashable, TypeVar
 
 V = TypeVar("V")
-_MISSING = object()
 
 
 class TtlCache(Generic[V]):
@@ -36,6 +35,11 @@ class TtlCache(Generic[V]):
 
     def discard(self, key: Hashable) -> None:
         self._data.pop(key, None)
+
+    def discard_where(self, predicate) -> None:
+        """Drop every entry whose value matches (e.g. a revoked token, whatever key it was cached under)."""
+        for key in [k for k, (_, v) in self._data.items() if predicate(v)]:
+            self._data.pop(key, None)
 
     def clear(self) -> None:
         self._data.clear()

@@ -14,6 +14,7 @@ Any failure in 3-6 restores the backup, brings the previous site back up and exi
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -71,6 +72,17 @@ def current_settings(layout: SiteLayout) -> Settings:
         raise KheopsError(f"no site in {layout.dir} ({layout.config.name} is missing)",
                           hint=f"install it first: kheopsctl install --dir {layout.dir}", exit_code=2)
     return load_settings(layout.dir)
+
+
+PINNING_ENV = ("KHEOPS_ROOT_URL", "KHEOPS_SITE__ROOT_URL", "KHEOPS_SITE__MODE")
+
+
+def check_environment(environ: dict[str, str]) -> None:
+    """secure writes site.root_url and site.mode to kheops.toml; an environment override would win over it."""
+    pinned = [name for name in PINNING_ENV if name in environ]
+    if pinned:
+        raise KheopsError(f"{pinned[0]} is set in the environment and would override what secure writes to kheops.toml",
+                          hint=f"unset {' '.join(pinned)} (kheops.toml keeps the site's root URL and mode)", exit_code=2)
 
 
 def plan(old: Settings, req: SecureRequest) -> Settings:
@@ -262,6 +274,7 @@ def run_secure(layout: SiteLayout, req: SecureRequest, console: Console) -> Secu
     from kheopsctl.deploy.compose import compose_command, docker_client
 
     started = time.monotonic()
+    check_environment(dict(os.environ))
     old = current_settings(layout)
     new = plan(old, req)
     result = SecureResult(settings=new, previous_mode=old.site.mode)

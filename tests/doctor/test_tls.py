@@ -7,18 +7,12 @@ The checks themselves run unchanged (``tls.certificate``, ``tls.expiry``, ``tls.
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from kheopsctl.config import settings_from_dict
 from kheopsctl.deploy.layout import SiteLayout
@@ -26,65 +20,16 @@ from kheopsctl.doctor.context import DoctorContext
 from kheopsctl.doctor.posture import admin_console
 from kheopsctl.doctor.tls import expiry_outcome, probe_tls, tls_certificate, tls_expiry, tls_redirect
 
+from .certs import NOW, Pki
 from .conftest import free_port
 
 HOST = "kheops.test"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-NOW = dt.datetime.now(dt.timezone.utc)
-
-
-def _key():
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-@dataclass
-class Pki:
-    ca_cert: x509.Certificate
-    ca_key: object
-    ca_file: Path
-    dir: Path
-
-    def leaf(self, name: str, not_before: dt.datetime, not_after: dt.datetime, tag: str) -> tuple[Path, Path]:
-        key = _key()
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name(name)).issuer_name(self.ca_cert.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(not_before).not_valid_after(not_after)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .sign(self.ca_key, hashes.SHA256())
-        )
-        crt, pem = self.dir / f"{tag}.crt", self.dir / f"{tag}.key"
-        crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-        pem.chmod(0o600)
-        return crt, pem
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> Pki:
-    d = tmp_path_factory.mktemp("pki")
-    key = _key()
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("kdoctor test CA")).issuer_name(_name("kdoctor test CA"))
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=800)).not_valid_after(NOW + dt.timedelta(days=800))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    ca_file = d / "ca.pem"
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    return Pki(ca, key, ca_file, d)
+    return Pki.create(tmp_path_factory.mktemp("pki"))
 
 
 class Nginx:

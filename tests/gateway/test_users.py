@@ -30,6 +30,10 @@ def test_search(make_user, unique):
     make_user("searchable")
     r = alice.client.get("/users", params={"search": f"searchable-{unique}"})
     assert r.status_code == 200 and [u["sub"].startswith(f"searchable-{unique}") for u in r.json()] == [True]
+    for _ in range(2):
+        make_user("paged")
+    r = alice.client.get("/users", params={"search": f"paged-{unique}", "limit": 1})
+    assert r.headers["x-total-count"] == "2" and len(r.json()) == 1
     assert alice.client.get("/users", params={"search": "ab"}).status_code == 400
     assert alice.client.get("/users").status_code == 400
     # LIKE wildcards in the search are literal

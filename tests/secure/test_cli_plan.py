@@ -62,3 +62,12 @@ def test_plan_refuses_http_root_url():
     with pytest.raises(KheopsError) as info:
         plan(_old(), SecureRequest("letsencrypt", root_url="http://kheops.example.org", email="a@b.org"))
     assert info.value.exit_code == 2
+
+
+def test_environment_pinning_the_root_url_is_refused():
+    from kheopsctl.secure.switch import check_environment
+
+    check_environment({"KHEOPS_PORTS__HTTPS": "8443"})
+    with pytest.raises(KheopsError) as info:
+        check_environment({"KHEOPS_ROOT_URL": "http://127.0.0.1"})
+    assert info.value.exit_code == 2 and "unset KHEOPS_ROOT_URL" in info.value.hint

@@ -41,6 +41,8 @@ def site(tmp_path_factory):
                                 KHEOPS_PORTS__KEYCLOAK=str(KEYCLOAK)))
     result = stack.install()
     assert result.returncode == 0, "install of the secure test stack failed: " + describe_failure(result)
+    # from now on kheops.toml holds the root URL: an environment override would pin it to http (env > file)
+    stack.env.pop("KHEOPS_ROOT_URL", None)
     yield stack
     if os.environ.get("KHEOPS_KEEP_STACK") != "1":
         stack.down(purge=True)

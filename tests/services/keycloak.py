@@ -9,6 +9,7 @@ If Java, the tarball or Maven are missing the fixture FAILS: these tests need th
 
 from __future__ import annotations
 
+import atexit
 import base64
 import fcntl
 import hashlib
@@ -209,6 +210,7 @@ def start_keycloak(timeout: float = 300) -> KeycloakService:
         env=env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True,
     )
     service = KeycloakService(f"http://127.0.0.1:{port}", admin_password, kheopsctl_secret, process, workdir)
+    atexit.register(service.stop)  # never leave a JVM behind, even when the session ends abruptly
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:

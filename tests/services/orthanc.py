@@ -65,6 +65,51 @@ class OrthancService:
                 self.process.wait()
 
 
+# Orthanc 1.10 has no bind-address setting and listens on every interface. Test servers must stay on
+# loopback, so a tiny LD_PRELOAD shim turns its bind(INADDR_ANY / in6addr_any) into a loopback bind.
+_LOOPBACK_SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+int bind(int fd, const struct sockaddr *addr, socklen_t len) {
+    static int (*real)(int, const struct sockaddr *, socklen_t);
+    if (!real) real = (int (*)(int, const struct sockaddr *, socklen_t))dlsym(RTLD_NEXT, "bind");
+    if (addr && addr->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+        struct sockaddr_in a; memcpy(&a, addr, sizeof a);
+        if (a.sin_addr.s_addr == htonl(INADDR_ANY)) {
+            a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            return real(fd, (const struct sockaddr *)&a, sizeof a);
+        }
+    }
+    if (addr && addr->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+        struct sockaddr_in6 a; memcpy(&a, addr, sizeof a);
+        if (!memcmp(&a.sin6_addr, &in6addr_any, sizeof a.sin6_addr)) {
+            a.sin6_addr = in6addr_loopback;
+            return real(fd, (const struct sockaddr *)&a, sizeof a);
+        }
+    }
+    return real(fd, addr, len);
+}
+"""
+
+
+def loopback_shim(workdir: Path) -> Path:
+    """Compile the bind() shim (gcc); raises if it cannot, so a test never runs Orthanc on every interface."""
+    so = workdir / "libloopbackbind.so"
+    if so.exists():
+        return so
+    src = workdir / "loopbackbind.c"
+    src.write_text(_LOOPBACK_SHIM)
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        raise RuntimeError("gcc is needed to keep the test Orthanc on loopback (apt-get install gcc)")
+    subprocess.run([gcc, "-shared", "-fPIC", "-O2", "-o", str(so), str(src), "-ldl"], check=True,
+                   capture_output=True)
+    return so
+
+
 def _plugin() -> str:
     for p in DICOMWEB_PLUGIN_CANDIDATES:
         if Path(p).exists():
@@ -82,7 +127,6 @@ def start_orthanc(workdir: Path, *, http_port: int | None = None) -> OrthancServ
         "StorageDirectory": str(workdir / "storage"),
         "IndexDirectory": str(workdir / "index"),
         "HttpPort": port,
-        "HttpBindAddress": "127.0.0.1",  # Orthanc >= 1.x ignores unknown keys; RemoteAccessAllowed keeps it local
         "RemoteAccessAllowed": False,
         "AuthenticationEnabled": False,
         "DicomServerEnabled": False,
@@ -99,8 +143,9 @@ def start_orthanc(workdir: Path, *, http_port: int | None = None) -> OrthancServ
     cfg = workdir / "orthanc.json"
     cfg.write_text(json.dumps(config, indent=2))
     log = open(workdir / "orthanc.log", "wb")
+    env = dict(os.environ, LD_PRELOAD=str(loopback_shim(workdir)))
     proc = subprocess.Popen([ORTHANC_BIN, str(cfg)], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
     svc = OrthancService(f"http://127.0.0.1:{port}", workdir, proc)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

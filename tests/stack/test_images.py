@@ -297,3 +297,13 @@ def test_keycloak_starts_imports_realm_and_reports_health(started):
     assert token.status_code == 200, "KC_BOOTSTRAP_ADMIN_* honoured"
     who = docker("exec", name, "bash", "-c", "id -u; pwd; command -v curl wget || true").stdout.split()
     assert who == ["1000", "/opt/keycloak"], "user 1000, WORKDIR /opt/keycloak, no curl/wget as in the official image"
+
+
+def test_build_images_rerun_rebuilds_nothing():
+    """run-all has just built the images: running the script again must find every image up to date."""
+    script = Path(__file__).resolve().parent / "build-images"
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split() for line in proc.stderr.splitlines() if line.startswith("kheops-test/")]
+    assert {row[0] for row in rows} >= set(IMAGES.values())
+    assert {row[0]: row[1] for row in rows if row[1] != "cached"} == {}

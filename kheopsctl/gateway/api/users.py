@@ -41,13 +41,15 @@ async def get_users(request: Request) -> Response:
             raise ApiError(400, "search needs at least 3 characters")
         limit, offset = paging(request, default_limit=20, max_limit=100)
         pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        match = "FROM users WHERE email ILIKE %(p)s OR name ILIKE %(p)s OR sub = %(s)s"
+        params = {"p": pattern, "s": search, "l": limit, "o": offset}
+        cur = await conn.execute(f"SELECT count(*) AS n {match}", params)
+        total = (await cur.fetchone())["n"]
         cur = await conn.execute(
-            "SELECT id, sub, email, name FROM users WHERE email ILIKE %(p)s OR name ILIKE %(p)s OR sub = %(s)s"
-            " ORDER BY lower(coalesce(name, email, sub)), id LIMIT %(l)s OFFSET %(o)s",
-            {"p": pattern, "s": search, "l": limit, "o": offset},
-        )
+            f"SELECT id, sub, email, name {match} ORDER BY lower(coalesce(name, email, sub)), id"
+            " LIMIT %(l)s OFFSET %(o)s", params)
         rows = await cur.fetchall()
-    return JSONResponse([user_json(r) for r in rows], headers={"X-Total-Count": str(len(rows))})
+    return JSONResponse([user_json(r) for r in rows], headers={"X-Total-Count": str(total)})
 
 
 def routes() -> list[Route]:

@@ -142,32 +142,41 @@ def parse_study_query(params) -> StudyQuery:
 
 
 def study_sql(q: StudyQuery, albums: list[str]) -> tuple[str, list]:
-    """One statement: visible series of the readable albums -> per-study aggregates -> filters, sort, page."""
-    having, hargs = "", []
+    """Visible series -> filtered, sorted page of studies (SQL LIMIT/OFFSET, window total) -> aggregates for
+    the page only (counts and modalities over visible series), so the cost does not grow with every study
+    the caller can see."""
+    where = list(q.where)
+    args: list = [albums]
     if q.modalities:
-        having = " HAVING array_agg(s.modality) && %s::text[]"
-        hargs.append(q.modalities)
-    fav = " AND bool_or(v.favorite)" if q.favorite else ""
-    if fav:
-        having = (having or " HAVING true") + fav
-    where = " AND ".join(q.where) or "true"
+        where.append("EXISTS (SELECT 1 FROM v WHERE v.study_uid = st.study_uid AND v.modality = ANY(%s))")
+        args.append(q.modalities)
+    if q.favorite:
+        where.append("EXISTS (SELECT 1 FROM v WHERE v.study_uid = st.study_uid AND v.favorite)")
+    args += q.args
+    page_order = q.order
+    outer_order = q.order.replace("st.", "page.")
     sql = (
-        "WITH v AS (SELECT als.series_uid, bool_or(als.favorite) AS favorite FROM album_series als"
-        "  WHERE als.album_id = ANY(%s) GROUP BY als.series_uid),"
-        " agg AS (SELECT s.study_uid, count(*) AS nseries, sum(s.number_of_instances) AS ninstances,"
-        "  array_agg(DISTINCT s.modality) AS modalities"
-        f"  FROM v JOIN series s ON s.series_uid = v.series_uid GROUP BY s.study_uid{having})"
-        " SELECT st.*, agg.nseries, agg.ninstances, agg.modalities, count(*) OVER () AS total"
-        " FROM agg JOIN studies st ON st.study_uid = agg.study_uid"
-        f" WHERE {where} ORDER BY {q.order} LIMIT %s OFFSET %s"
+        "WITH v AS MATERIALIZED (SELECT s.series_uid, s.study_uid, s.modality, s.number_of_instances,"
+        "  bool_or(als.favorite) AS favorite FROM album_series als JOIN series s ON s.series_uid = als.series_uid"
+        "  WHERE als.album_id = ANY(%s) GROUP BY s.series_uid),"
+        " page AS (SELECT st.*, count(*) OVER () AS total FROM studies st"
+        "  WHERE st.study_uid IN (SELECT study_uid FROM v)"
+        f"{''.join(' AND ' + w for w in where)} ORDER BY {page_order} LIMIT %s OFFSET %s),"
+        " agg AS (SELECT v.study_uid, count(*) AS nseries, sum(v.number_of_instances) AS ninstances,"
+        "  array_agg(DISTINCT v.modality) AS modalities FROM v WHERE v.study_uid IN (SELECT study_uid FROM page)"
+        "  GROUP BY v.study_uid)"
+        f" SELECT page.*, agg.nseries, agg.ninstances, agg.modalities FROM page JOIN agg USING (study_uid)"
+        f" ORDER BY {outer_order}"
     )
-    return sql, [albums, *hargs, *q.args, q.limit, q.offset]
+    return sql, [*args, q.limit, q.offset]
 
 
 def count_sql(q: StudyQuery, albums: list[str]) -> tuple[str, list]:
+    """The filtered total alone (used when the page is empty, e.g. an offset past the end)."""
     sql, args = study_sql(q, albums)
-    inner = sql.split(" ORDER BY ")[0]
-    return f"SELECT count(*) AS total FROM ({inner}) t", args[:-2]
+    head = sql.split(" page AS (")[0].rstrip(",")
+    body = sql.split(" page AS (SELECT st.*, count(*) OVER () AS total FROM studies st")[1].split(" ORDER BY ")[0]
+    return f"{head} SELECT count(*) AS total FROM studies st{body}", args[:-2]
 
 
 def _el(vr: str, value) -> dict:

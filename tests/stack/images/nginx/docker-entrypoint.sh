@@ -13,6 +13,7 @@ if [ "$1" = "nginx" ] || [ "$1" = "nginx-debug" ]; then
         for f in $(find /docker-entrypoint.d/ -follow -type f -print | sort -V); do
             case "$f" in
                 *.envsh)
+                    # shellcheck disable=SC1090  # hooks are provided at run time
                     if [ -x "$f" ]; then entrypoint_log "$0: Sourcing $f"; . "$f"
                     else entrypoint_log "$0: Ignoring $f, not executable"; fi ;;
                 *.sh)

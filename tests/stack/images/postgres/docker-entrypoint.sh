@@ -28,7 +28,7 @@ if [[ ${1:-} == postgres && $(id -u) == 0 ]]; then
   chown postgres:postgres "$PGDATA"
   chmod 700 "$PGDATA"
   mkdir -p /var/run/postgresql && chown postgres:postgres /var/run/postgresql && chmod 3777 /var/run/postgresql
-  exec gosu postgres "$BASH_SOURCE" "$@"
+  exec gosu postgres "${BASH_SOURCE[0]}" "$@"
 fi
 
 if [[ ${1:-} == postgres ]]; then
