@@ -35,7 +35,7 @@ class DoctorContext:
 
     def close(self) -> None:
         """Close the clients this run opened (leftover threads of abandoned checks may still use them)."""
-        for key in ("http", "docker"):
+        for key in ("http.local", "http.remote", "docker"):
             good, value = self._memo.get(key, (False, None))
             if good:
                 try:
@@ -152,21 +152,24 @@ class DoctorContext:
     def site_request(self, method: str, public_url: str, **kwargs: Any):
         url, headers, extensions = self.local_url(public_url)
         headers.update(kwargs.pop("headers", None) or {})
-        return self.http().request(method, url, headers=headers, extensions=extensions, **kwargs)
+        client = self.http(local=url != public_url)
+        return client.request(method, url, headers=headers, extensions=extensions, **kwargs)
 
-    def http(self):
+    def http(self, local: bool = True):
         """A shared httpx client for the functional checks (no redirects followed).
 
-        It talks to this host's own published ports, and does not verify the certificate chain: whether the
-        certificate is trusted is tls.certificate's verdict, reported once, not by every check that uses HTTPS.
+        ``local``: requests to this host's own published ports, whose certificate chain is not verified here:
+        whether it is trusted is tls.certificate's verdict, reported once, not by every check using HTTPS.
+        Anything else (e.g. an external Keycloak) is verified against the system and the site's extra CAs.
         """
 
         def make():
             import httpx
 
-            return httpx.Client(timeout=HTTP_TIMEOUT, follow_redirects=False, verify=self._unverified())
+            verify = self._unverified() if local else self.ssl_context()
+            return httpx.Client(timeout=HTTP_TIMEOUT, follow_redirects=False, verify=verify)
 
-        return self.memo("http", make)
+        return self.memo("http.local" if local else "http.remote", make)
 
     @staticmethod
     def _unverified():

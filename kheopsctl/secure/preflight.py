@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 import httpx
 
 from kheopsctl.errors import KheopsError
-from kheopsctl.secure import dns
 
 LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"

@@ -236,6 +236,8 @@ def rollback(client, old: Settings, layout: SiteLayout, backup: Backup, console:
         point_realm(client, old, layout)
     except KheopsError as exc:
         return exc.message
+    except Exception as exc:  # noqa: BLE001 - reported with the original failure
+        return f"{type(exc).__name__}: {exc}"
     return None
 
 
@@ -243,14 +245,12 @@ def rollback(client, old: Settings, layout: SiteLayout, backup: Backup, console:
 # the switch
 
 
-def apply(client, new: Settings, layout: SiteLayout, own: OwnCertificate | None, console: Console,
+def apply(client, new: Settings, layout: SiteLayout, site, own: OwnCertificate | None, console: Console,
           result: SecureResult, selfcheck_addresses: list[str] | None) -> None:
-    from kheopsctl.deploy.render import render_site
     from kheopsctl.deploy.sitefile import write_sitefile
     from kheopsctl.secure import acme, health
     from kheopsctl.secure.keycloak import point_realm
 
-    site = render_site(new, layout)
     write_sitefile(layout, new)
     site.write()
     if own is not None:
@@ -272,6 +272,7 @@ def apply(client, new: Settings, layout: SiteLayout, own: OwnCertificate | None,
 
 def run_secure(layout: SiteLayout, req: SecureRequest, console: Console) -> SecureResult:
     from kheopsctl.deploy.compose import compose_command, docker_client
+    from kheopsctl.deploy.render import render_site
 
     started = time.monotonic()
     check_environment(dict(os.environ))
@@ -281,9 +282,10 @@ def run_secure(layout: SiteLayout, req: SecureRequest, console: Console) -> Secu
     client = docker_client()
     compose_command()
     own, pending = run_preflight(client, old, new, req, result)
+    site = render_site(new, layout)  # in memory: a template problem stops here, before any change
     backup = Backup.take(layout)
     try:
-        apply(client, new, layout, own, console, result, pending)
+        apply(client, new, layout, site, own, console, result, pending)
     except Exception as exc:  # whatever broke, the previous site comes back
         reason = exc.message if isinstance(exc, KheopsError) else f"{type(exc).__name__}: {exc}"
         hint = exc.hint if isinstance(exc, KheopsError) else None

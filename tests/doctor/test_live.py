@@ -193,6 +193,24 @@ def test_stopped_container_fails_with_start_hint(installed_stack):
     assert results["e2e.probe"].status == "fail"
 
 
+def test_gateway_stopped(installed_stack):
+    """Without the gateway the database is still probed (psql in the postgres container, the same password)."""
+    gateway = container(installed_stack, "gateway")
+    gateway.stop(timeout=10)
+    try:
+        results = doctor(installed_stack, "container.gateway", "postgres", "pacs.qido", "gateway.ready")
+    finally:
+        restore(installed_stack, "gateway", "container.gateway", "gateway.ready", "pacs.qido")
+    assert results["container.gateway"].status == "fail"
+    assert f"docker start {gateway.name}" in results["container.gateway"].hint
+    conn = results["postgres.connect"]
+    assert conn.status == "ok" and conn.details["via"] == "postgres", conn.message
+    assert results["postgres.schema"].status == "ok"
+    assert results["pacs.qido"].status == "skip" and "container.gateway" in results["pacs.qido"].message
+    ready = results["gateway.ready"]
+    assert ready.status == "fail" and "gateway" in ready.hint
+
+
 def test_pacs_stopped_fails(installed_stack):
     orthanc = container(installed_stack, "orthanc")
     orthanc.stop(timeout=10)

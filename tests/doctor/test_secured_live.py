@@ -17,6 +17,7 @@ import os
 import ssl
 import tarfile
 import time
+from pathlib import Path
 
 import docker
 import pytest
@@ -39,7 +40,9 @@ CERTS = "/etc/letsencrypt/kheops"  # the certs volume as nginx mounts it; `curre
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory):
     require_stack_prerequisites()
-    base = tmp_path_factory.mktemp("doctor-tls")
+    fixed = os.environ.get("KHEOPS_DOCTOR_TLS_DIR")  # reuse one site between runs (with KHEOPS_KEEP_STACK=1)
+    base = Path(fixed) if fixed else tmp_path_factory.mktemp("doctor-tls")
+    base.mkdir(parents=True, exist_ok=True)
     pki = Pki.create(base)
     crt, key = pki.leaf(HOST, NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=60), "site")
     trust = base / "trust.pem"  # the system store plus the test CA, as an operator would give SSL_CERT_FILE
@@ -50,6 +53,7 @@ def secured(tmp_path_factory):
         KHEOPS_PORTS__KEYCLOAK=str(KEYCLOAK)))
     result = stack.install()
     assert result.returncode == 0, "install of the doctor TLS stack failed: " + describe_failure(result)
+    stack.env.pop("KHEOPS_ROOT_URL", None)  # set by stack_env for insecure stacks; secure owns the root URL now
     result = stack.run("secure", "--cert", str(crt), "--key", str(key), "--root-url", ROOT, timeout=900)
     assert result.returncode == 0, "kheopsctl secure failed: " + describe_failure(result)
     yield stack, pki, trust

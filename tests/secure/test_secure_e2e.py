@@ -33,19 +33,45 @@ HOST = "kheops.test"
 ROOT = f"https://{HOST}:{HTTPS}"
 
 
+def purge_project() -> None:
+    """Remove every container, volume and network of this module's own compose project (and its Pebble).
+
+    The project name belongs to this module alone, so whatever carries it is a leftover of an interrupted run;
+    its volumes would hold a database initialised with other secrets.
+    """
+    import docker
+
+    client = docker.from_env()
+    label = {"label": f"com.docker.compose.project={PROJECT}"}
+    for c in client.containers.list(all=True, filters=label, ignore_removed=True):
+        c.remove(force=True)
+    for name in (f"{PROJECT}-test-pebble", f"{PROJECT}-test-forwarder"):
+        for c in client.containers.list(all=True, filters={"name": f"^{name}$"}, ignore_removed=True):
+            c.remove(force=True)
+    for v in client.volumes.list(filters=label):
+        v.remove(force=True)
+    for n in client.networks.list(filters=label):
+        n.remove()
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     require_stack_prerequisites()
+    purge_project()
     stack = Stack(dir=tmp_path_factory.mktemp("secure") / "kheops",
                   env=stack_env(KHEOPS_PROJECT=PROJECT, KHEOPS_PORTS__HTTP=str(HTTP), KHEOPS_PORTS__HTTPS=str(HTTPS),
                                 KHEOPS_PORTS__KEYCLOAK=str(KEYCLOAK)))
-    result = stack.install()
-    assert result.returncode == 0, "install of the secure test stack failed: " + describe_failure(result)
-    # from now on kheops.toml holds the root URL: an environment override would pin it to http (env > file)
-    stack.env.pop("KHEOPS_ROOT_URL", None)
-    yield stack
-    if os.environ.get("KHEOPS_KEEP_STACK") != "1":
-        stack.down(purge=True)
+    try:
+        result = stack.install()
+        assert result.returncode == 0, "install of the secure test stack failed: " + describe_failure(result)
+        # from now on kheops.toml holds the root URL: an environment override would pin it to http (env > file)
+        stack.env.pop("KHEOPS_ROOT_URL", None)
+        yield stack
+    finally:
+        if os.environ.get("KHEOPS_KEEP_STACK") != "1":
+            down = stack.down(purge=True)
+            if down.returncode != 0:
+                purge_project()
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +211,7 @@ def test_failed_issuance_rolls_back_to_the_previous_mode(site, pebble, pki):
     before = _snapshot(site)
     pebble.spoil_validation(HOST, "192.0.2.1")  # TEST-NET: nothing answers there
     try:
-        result = _letsencrypt(site)
+        result = _letsencrypt(site, pebble)
     finally:
         pebble.heal_validation(HOST)
     _one_line_error(result, 1, "certificate issuance failed", "restored to custom mode")
@@ -198,7 +224,7 @@ def test_failed_issuance_rolls_back_to_the_previous_mode(site, pebble, pki):
 
 
 def test_letsencrypt_end_to_end(site, pebble):
-    result = _letsencrypt(site, "--json")
+    result = _letsencrypt(site, pebble, "--json")
     assert result.returncode == 0, describe_failure(result)
     import json
 

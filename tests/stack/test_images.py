@@ -109,8 +109,11 @@ def started(workdir: Path):
         '#!/bin/bash\nset -e\npsql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" '
         "-c \"INSERT INTO probe VALUES ('from init script as $(id -un)')\"\n"
     )
-    for p in [pg / "password", pg / "init" / "10-schema.sql", pg / "init" / "20-data.sh"]:
-        p.chmod(0o755 if p.suffix == ".sh" else 0o644)
+    # the secret is 0600 and owned by root, as kheopsctl writes secrets: the entrypoint reads it before dropping
+    # to the postgres user, like the official image
+    (pg / "password").chmod(0o600)
+    (pg / "init" / "10-schema.sql").chmod(0o644)
+    (pg / "init" / "20-data.sh").chmod(0o755)
     run("postgres", "-p", "127.0.0.1::5432",
         "-v", f"{pg / 'password'}:/run/secrets/pg_password:ro",
         "-v", f"{pg / 'init'}:/docker-entrypoint-initdb.d:ro",

@@ -90,11 +90,19 @@ class Pacs:
         """Send and return the response with its body unread (stream). The caller must ``aclose`` it."""
         h = dict(self._headers)
         h.update(headers or {})
-        req = self.client.build_request(method, self._query(path, params), headers=h, content=content)
-        try:
-            return await self.client.send(req, stream=True)
-        except httpx.HTTPError as e:
-            raise pacs_error(e) from None
+        url = self._query(path, params)
+        for attempt in (1, 2):
+            req = self.client.build_request(method, url, headers=h, content=content)
+            try:
+                return await self.client.send(req, stream=True)
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
+                # a pooled keep-alive connection the PACS had closed: a GET is safe to send once more
+                if method != "GET" or attempt == 2:
+                    raise pacs_error(e) from None
+                log.info("PACS connection dropped (%s); retrying once", type(e).__name__)
+            except httpx.HTTPError as e:
+                raise pacs_error(e) from None
+        raise AssertionError("unreachable")
 
     def _query(self, path: str, params) -> str:
         # commas and wildcards stay literal: some PACS (Orthanc) do not decode %2C in viewport / lists

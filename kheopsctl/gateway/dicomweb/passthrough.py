@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from kheopsctl.gateway.errors import ApiError
 
 MAX_HEAD = 64 * 1024
-HIGH_WATER = 8  # buffers queued before reading pauses
+HIGH_WATER = 8  # buffers queued before reading pauses (uvloop reads up to 256 KiB each)
 
 
 class _Body(asyncio.Protocol):

@@ -32,6 +32,7 @@ CANNOT_UNDERSTAND = 0xC000
 STUDY_MISMATCH = 0xA900
 NOT_PERMITTED = 0x0110
 PACS_FAILED = 0x0110
+COALESCE = 1024 * 1024
 
 
 class UpstreamStow:
@@ -41,6 +42,7 @@ class UpstreamStow:
         self.boundary = new_boundary()
         self.q: asyncio.Queue = asyncio.Queue(maxsize=16)
         self.first = True
+        self.pending = bytearray()
 
         async def body():
             while (chunk := await self.q.get()) is not None:
@@ -51,6 +53,13 @@ class UpstreamStow:
             "POST", "/studies", content=body(), headers={"Content-Type": ct, "Accept": "application/dicom+json"}))
 
     async def send(self, chunk: bytes) -> None:
+        """Coalesce into ~1 MiB pieces: fewer trips through the queue and the HTTP client per byte."""
+        self.pending += chunk
+        if len(self.pending) >= COALESCE:
+            await self._put(bytes(self.pending))
+            self.pending.clear()
+
+    async def _put(self, chunk: bytes | None) -> None:
         if self.task.done():
             self.task.result()  # raises the PACS error
             raise ApiError(502, "the PACS ended the upload early")
@@ -71,8 +80,10 @@ class UpstreamStow:
         self.first = False
 
     async def finish(self) -> tuple[int, dict]:
-        await self.send(closing(self.boundary))
-        await self.q.put(None)
+        self.pending += closing(self.boundary)
+        await self._put(bytes(self.pending))
+        self.pending.clear()
+        await self._put(None)  # end of body (guarded: the PACS may have gone away)
         resp = await self.task
         try:
             raw = await resp.aread()

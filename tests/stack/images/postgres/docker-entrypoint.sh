@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Entrypoint of the kheops-test/postgres stand-in. Behaves like the official image's entrypoint:
-# as root it prepares PGDATA and re-executes itself as postgres; on an empty PGDATA it runs initdb, creates the
-# user and database from POSTGRES_* (or their *_FILE variants), runs /docker-entrypoint-initdb.d/*.sh|*.sql|*.sql.gz
-# against a socket-only temporary server, then execs the server listening on all addresses.
+# Entrypoint of the kheops-test/postgres stand-in. Behaves like the official image's entrypoint: it reads
+# POSTGRES_* (or their *_FILE variants) first, as root, then prepares PGDATA and re-executes itself as postgres.
+# On an empty PGDATA it runs initdb, creates the user and database, runs /docker-entrypoint-initdb.d/*.sh|*.sql|
+# *.sql.gz against a socket-only temporary server, then execs the server listening on all addresses.
 set -Eeuo pipefail
 
 log() { echo "$(date -u '+%F %T UTC') [entrypoint] $*" >&2; }
@@ -23,6 +23,14 @@ file_env() {
 
 if [[ ${1:-} == -* ]]; then set -- postgres "$@"; fi
 
+if [[ ${1:-} == postgres ]]; then
+  # read the *_FILE secrets first: as root, like the official image, so 0600 root-owned secret files work
+  file_env POSTGRES_PASSWORD
+  file_env POSTGRES_USER postgres
+  file_env POSTGRES_DB "$POSTGRES_USER"
+  file_env POSTGRES_INITDB_ARGS
+fi
+
 if [[ ${1:-} == postgres && $(id -u) == 0 ]]; then
   mkdir -p "$PGDATA"
   chown postgres:postgres "$PGDATA"
@@ -32,10 +40,6 @@ if [[ ${1:-} == postgres && $(id -u) == 0 ]]; then
 fi
 
 if [[ ${1:-} == postgres ]]; then
-  file_env POSTGRES_PASSWORD
-  file_env POSTGRES_USER postgres
-  file_env POSTGRES_DB "$POSTGRES_USER"
-  file_env POSTGRES_INITDB_ARGS
   : "${POSTGRES_HOST_AUTH_METHOD:=scram-sha-256}"
   export POSTGRES_HOST_AUTH_METHOD
 
