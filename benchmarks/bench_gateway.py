@@ -5,12 +5,16 @@
 
 Measures
 - WADO-RS throughput for one series (1 and 8 concurrent clients): gateway / direct (target >= 0.9)
-- STOW-RS throughput (two different series of the same size): gateway / direct (target >= 0.8)
+- STOW-RS throughput (different series of the same size): gateway / direct (target >= 0.8)
+- the same two through nginx (one worker, no buffering), a reference: what any proxy costs on this machine
+  (on 2 loaded cores every byte relayed twice through user space competes with Orthanc and the client)
 - study QIDO p50 / p95 with N studies indexed (the same studies stored in Orthanc): added ms at p50 (<= 5)
 - the gateway process's peak RSS while storing and streaming a study of S1 and S2 bytes (< 200 MB, flat)
 
 Everything runs on loopback: a throwaway PostgreSQL and Orthanc (Debian packages), the OIDC mock, and the
-gateway as its own process (``kheopsctl gateway serve``) so that its RSS is its own.
+gateway as its own process (``kheopsctl gateway serve``) so that its RSS is its own. Throughput sides are
+measured by the same client code, interleaved round by round after a warm-up, and reported as medians; the
+header gives the load average at start and end (set BENCH_PROFILE=FILE to cProfile the gateway).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ _h11.AsyncHTTP11Connection.READ_NUM_BYTES = MB
 _h11_sync = __import__("httpcore._sync.http11", fromlist=["HTTP11Connection"])
 _h11_sync.HTTP11Connection.READ_NUM_BYTES = MB
 ACCEPT_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+NGINX = "/usr/sbin/nginx"
 
 
 # ---- data -------------------------------------------------------------------------------------------------
@@ -94,11 +99,12 @@ class GatewayProcess:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         code = "from kheopsctl.cli import main; main()"
-        if os.environ.get("BENCH_PROFILE"):  # profile the gateway: python -c ... under cProfile, dumped on exit
-            code = ("import cProfile, signal, sys; from kheopsctl.cli import main; p = cProfile.Profile(); "
-                    "signal.signal(signal.SIGTERM, lambda *a: (p.disable(), p.dump_stats(sys.argv[-1]), "
-                    "sys.exit(0))); p.enable(); main(sys.argv[1:-1])")
-        self.proc = subprocess.Popen([sys.executable, "-c", code, "gateway", "serve"], env=env, cwd=ROOT,
+        if os.environ.get("BENCH_PROFILE"):  # profile the gateway: python -c ... under cProfile, dumped at exit
+            code = ("import atexit, cProfile, sys; from kheopsctl.cli import main; p = cProfile.Profile(); "
+                    "out = sys.argv.pop(); atexit.register(lambda: (p.disable(), p.dump_stats(out))); "
+                    "p.enable(); main()")
+        argv = ["gateway", "serve"] + ([os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else [])
+        self.proc = subprocess.Popen([sys.executable, "-c", code, *argv], env=env, cwd=ROOT,
                                      stdout=subprocess.DEVNULL, stderr=open(Path(tempfile.gettempdir()) /
                                                                               "bench-gateway.log", "wb"))
         deadline = time.monotonic() + 60
@@ -119,6 +125,61 @@ class GatewayProcess:
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class ReferenceProxy:
+    """nginx (one worker, no buffering either way) in front of the same Orthanc: what a plain C byte pump
+    costs on this machine, the ceiling any proxy (the gateway included) can reach here."""
+
+    def __init__(self, upstream: str, work: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        prefix = work / "nginx"
+        (prefix / "tmp").mkdir(parents=True, exist_ok=True)
+        up = upstream.split("://", 1)[1].split("/", 1)[0]
+        conf = prefix / "nginx.conf"
+        conf.write_text(f"""
+worker_processes 1;
+user root;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/tmp; proxy_temp_path {prefix}/tmp; fastcgi_temp_path {prefix}/tmp;
+    uwsgi_temp_path {prefix}/tmp; scgi_temp_path {prefix}/tmp;
+    upstream pacs {{ server {up}; keepalive 16; }}
+    server {{
+        listen 127.0.0.1:{self.port};
+        client_max_body_size 0;
+        location / {{
+            proxy_pass http://pacs;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 600s;
+        }}
+    }}
+}}
+""")
+        self.proc = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(self.url + "/", timeout=1)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError(f"nginx did not start; see {prefix / 'error.log'}")
 
     def stop(self):
         self.proc.terminate()
@@ -174,15 +235,16 @@ def throughput(url: str, headers: dict, clients: int, rounds: int = 1) -> float:
     return asyncio.run(run())
 
 
-def compare_throughput(a: tuple[str, dict], b: tuple[str, dict], clients: int, rounds: int) -> tuple[float, float]:
-    """Interleaved rounds (a, b, a, b, ...) so that load from elsewhere hits both sides alike; medians."""
-    throughput(*a, clients)  # warm-up: caches on both sides
-    throughput(*b, clients)
-    ra, rb = [], []
+def compare_throughput(targets: list[tuple[str, dict]], clients: int, rounds: int) -> list[float]:
+    """Interleaved rounds (a, b, c, a, b, c, ...) so that load from elsewhere hits every side alike; medians.
+    Every side is downloaded by the same client code, with fresh connections per round."""
+    for t in targets:  # warm-up: caches on every side
+        throughput(*t, clients)
+    results: list[list[float]] = [[] for _ in targets]
     for _ in range(rounds):
-        ra.append(throughput(*a, clients))
-        rb.append(throughput(*b, clients))
-    return statistics.median(ra), statistics.median(rb)
+        for t, r in zip(targets, results):
+            r.append(throughput(*t, clients))
+    return [statistics.median(r) for r in results]
 
 
 def latencies(url: str, headers: dict, n: int) -> tuple[float, float]:
@@ -236,44 +298,51 @@ def seed_qido(orthanc_url: str, conninfo: str, inbox: str, count: int) -> None:
 class Bench:
     """The running stack and the rows of the result table."""
 
-    def __init__(self, gw: GatewayProcess, orthanc, pg, auth: dict, inbox: str, work: Path):
-        self.gw, self.orthanc, self.pg, self.auth, self.inbox, self.work = gw, orthanc, pg, auth, inbox, work
+    def __init__(self, gw: GatewayProcess, ref: ReferenceProxy, orthanc, pg, auth: dict, inbox: str, work: Path):
+        self.gw, self.ref, self.orthanc, self.pg, self.auth = gw, ref, orthanc, pg, auth
+        self.inbox, self.work = inbox, work
         self.rows: list[tuple[str, str, str, str, str]] = []
 
     def stow_and_wado(self, series_bytes: int) -> None:
-        # STOW: different series of the same size, direct and through the gateway, interleaved (3 rounds)
+        # STOW: different series of the same size, direct / via nginx / via the gateway, interleaved (3 rounds)
         print("STOW rounds ...", file=sys.stderr)
-        t_direct, t_gateway, peak = [], [], 0
+        sides = {"direct": (self.orthanc.dicomweb_url, {}), "nginx": (self.ref.url + "/dicom-web", {}),
+                 "gateway": (self.gw.url + "/api", self.auth)}
+        times: dict[str, list[float]] = {k: [] for k in sides}
+        peak = 0
         for n in range(3):
-            ct_d, _, _ = write_stow_body(self.work / "direct.bin", series_bytes)
-            ct_g, study_g, series_g = write_stow_body(self.work / "gateway.bin", series_bytes)
-            size = (self.work / "gateway.bin").stat().st_size / MB
-            t_d, r = post_file(self.orthanc.dicomweb_url + "/studies", self.work / "direct.bin", ct_d)
-            assert r.status_code == 200, r.text[:300]
-            with RssSampler(self.gw) as stow_rss:
-                t_g, r = post_file(self.gw.url + "/api/studies", self.work / "gateway.bin", ct_g, self.auth)
-            assert r.status_code == 200, r.text[:300]
-            t_direct.append(t_d)
-            t_gateway.append(t_g)
-            peak = max(peak, stow_rss.peak)
-            for p in ("direct.bin", "gateway.bin"):
-                (self.work / p).unlink()
-        t_d, t_g = statistics.median(t_direct), statistics.median(t_gateway)
+            for name, (base, headers) in sides.items():
+                ct, study_g, series_g = write_stow_body(self.work / "stow.bin", series_bytes)
+                size = (self.work / "stow.bin").stat().st_size / MB
+                with RssSampler(self.gw) as stow_rss:
+                    t, r = post_file(base + "/studies", self.work / "stow.bin", ct, headers)
+                assert r.status_code == 200, (name, r.text[:300])
+                times[name].append(t)
+                if name == "gateway":
+                    peak = max(peak, stow_rss.peak)
+                (self.work / "stow.bin").unlink()
+        t_d, t_n, t_g = (statistics.median(times[k]) for k in ("direct", "nginx", "gateway"))
         self.rows.append((f"STOW-RS throughput, {size:.0f} MB series (MB/s)", f"{size / t_d:.0f}",
                           f"{size / t_g:.0f}", f"{t_d / t_g:.2f}", ">= 0.80"))
+        self.rows.append(("  reference: nginx byte pump, same STOW (MB/s)", f"{size / t_d:.0f}", f"{size / t_n:.0f}",
+                          f"{t_d / t_n:.2f}", ""))
         self.rows.append(("  gateway peak RSS during STOW (MB)", "-", f"{peak / MB:.0f}", "", ""))
-        # WADO-RS: the same series through the gateway and direct
+        # WADO-RS: the last series stored through the gateway, direct / via nginx / via the gateway
         path = f"/studies/{study_g}/series/{series_g[0]}"
         for clients, rounds in ((1, 5), (8, 3)):
             cpu0 = self.gw.cpu_seconds()
-            d, g = compare_throughput((self.orthanc.dicomweb_url + path, {"Accept": ACCEPT_DICOM}),
-                                      (self.gw.url + "/api" + path, {"Accept": ACCEPT_DICOM, **self.auth}),
-                                      clients, rounds)
+            d, n, g = compare_throughput([(self.orthanc.dicomweb_url + path, {"Accept": ACCEPT_DICOM}),
+                                          (self.ref.url + "/dicom-web" + path, {"Accept": ACCEPT_DICOM}),
+                                          (self.gw.url + "/api" + path, {"Accept": ACCEPT_DICOM, **self.auth})],
+                                         clients, rounds)
+            cpu = self.gw.cpu_seconds() - cpu0
             self.rows.append((f"WADO-RS series {size:.0f} MB, {clients} client(s) (MB/s)", f"{d:.0f}", f"{g:.0f}",
                               f"{g / d:.2f}", ">= 0.90"))
+            self.rows.append((f"  reference: nginx byte pump, {clients} client(s) (MB/s)", f"{d:.0f}", f"{n:.0f}",
+                              f"{n / d:.2f}", ""))
             streamed_gb = size * clients * (rounds + 1) / 1024
             self.rows.append((f"  gateway CPU seconds per GB streamed ({clients} client(s))", "-",
-                              f"{(self.gw.cpu_seconds() - cpu0) / streamed_gb:.2f}", "", ""))
+                              f"{cpu / streamed_gb:.2f}", "", ""))
 
     def qido(self, count: int) -> None:
         # N studies in Orthanc and in the index (same UIDs and attributes)
@@ -320,9 +389,12 @@ def main() -> int:
     pg = start_postgres()
     orthanc = start_orthanc(work / "orthanc")
     oidc = start_provider()
-    gw = None
+    gw = ref = None
     bench = None
+    load0 = os.getloadavg()
+    t0 = time.monotonic()
     try:
+        ref = ReferenceProxy(orthanc.dicomweb_url, work)
         port = free_port()
         env = dict(os.environ, KHEOPS_GW_DATABASE_URL=pg.url, KHEOPS_GW_DATABASE_PASSWORD=pg.password,
                    KHEOPS_GW_PACS_URL=orthanc.dicomweb_url, KHEOPS_GW_OIDC_ISSUER=oidc.issuer,
@@ -335,7 +407,7 @@ def main() -> int:
         assert httpx.get(gw.url + "/api/inboxinfo", headers=auth).status_code == 200
         with psycopg.connect(pg.conninfo) as conn:
             inbox = conn.execute("SELECT inbox_id FROM users WHERE sub = 'bench-user'").fetchone()[0]
-        bench = Bench(gw, orthanc, pg, auth, inbox, work)
+        bench = Bench(gw, ref, orthanc, pg, auth, inbox, work)
         bench.rows.append(("gateway RSS at rest (MB)", "-", f"{gw.status('VmRSS') / MB:.0f}", "", ""))
         if "wado" in parts:
             bench.stow_and_wado(200 * MB // scale)
@@ -346,12 +418,15 @@ def main() -> int:
     finally:
         if gw is not None:
             gw.stop()
+        if ref is not None:
+            ref.stop()
         oidc.stop()
         orthanc.stop()
         stop_postgres(pg)
     load = os.getloadavg()
-    print(f"# {'quick' if args.quick else 'full'} run, {os.cpu_count()} CPUs, load average {load[0]:.1f} / "
-          f"{load[1]:.1f} (other work on the machine skews throughput ratios)")
+    print(f"# {'quick' if args.quick else 'full'} run, {os.cpu_count()} CPUs, {time.monotonic() - t0:.0f} s; "
+          f"load average (1 / 5 / 15 min) at start {load0[0]:.1f} / {load0[1]:.1f} / {load0[2]:.1f}, at end "
+          f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (other work on the machine skews throughput ratios)")
     rows = bench.rows if bench else []
     widths = [max(len(r[i]) for r in rows + [HEAD]) for i in range(5)]
     for row in [HEAD, tuple("-" * w for w in widths)] + rows:

@@ -63,6 +63,8 @@ def time_kheopsctl(config: Path, env: dict) -> tuple[float, float]:
             out = sh([KHEOPSCTL, "install", "--dir", str(site), "--config", str(config), "--yes", "--json"], env)
             first = time.monotonic() - t0
             _require_no_build(out, "first install")
+            steps = json.loads(out.stdout).get("timings", {})
+            print("  install steps (s): " + ", ".join(f"{k} {v:.1f}" for k, v in steps.items()), file=sys.stderr)
             for _attempt in range(3):
                 t0 = time.monotonic()
                 out = sh([KHEOPSCTL, "install", "--dir", str(site), "--yes", "--json"], env)

@@ -7,6 +7,7 @@ the way to finish an interrupted install.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -50,6 +51,8 @@ class InstallResult:
     realm_changes: list[str] = field(default_factory=list)
     generated_admin_password: str | None = None
     seconds: float = 0.0
+    # seconds per step, for the benchmark and for users wondering where the time went
+    timings: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         s = self.settings
@@ -69,6 +72,7 @@ class InstallResult:
             "services": self.services,
             "realm_changes": self.realm_changes,
             "seconds": round(self.seconds, 2),
+            "timings": {k: round(v, 2) for k, v in self.timings.items()},
         }
 
 
@@ -121,22 +125,25 @@ def run_install(opts: InstallOptions, console: Console, prompt: Callable[[], str
     site = render_site(settings, layout)  # in memory: template or value problems stop here
     password, generated = admin_password(opts, layout, prompt)
 
+    timings: dict[str, float] = {}
     client = None
     if opts.start:
         from kheopsctl.deploy.compose import compose_command, docker_client
 
-        client = docker_client()
-        compose_command()
-        _preflight(settings, layout, console)
+        with _timed(timings, "preflight"):
+            client = docker_client()
+            compose_command()
+            _preflight(settings, layout, console)
 
-    result = InstallResult(settings=settings, layout=layout)
-    secrets.ensure_secrets_dir(layout)
-    result.created_secrets = secrets.ensure_all(layout, password)
-    if generated and secrets.ADMIN_PASSWORD in result.created_secrets:
-        result.generated_admin_password = password
-    changed = [layout.config] if write_sitefile(layout, settings) else []
-    changed += site.write()
-    result.changed_files = [str(p.relative_to(layout.dir)) for p in changed]
+    result = InstallResult(settings=settings, layout=layout, timings=timings)
+    with _timed(timings, "write"):
+        secrets.ensure_secrets_dir(layout)
+        result.created_secrets = secrets.ensure_all(layout, password)
+        if generated and secrets.ADMIN_PASSWORD in result.created_secrets:
+            result.generated_admin_password = password
+        changed = [layout.config] if write_sitefile(layout, settings) else []
+        changed += site.write()
+        result.changed_files = [str(p.relative_to(layout.dir)) for p in changed]
 
     if opts.start:
         from kheopsctl.deploy.gateway_image import ensure_gateway_image
@@ -144,23 +151,33 @@ def run_install(opts: InstallOptions, console: Console, prompt: Callable[[], str
         from kheopsctl.deploy.provision import bring_up
         from kheopsctl.deploy.realm_sync import reconcile
 
-        with console.status("gateway image: checking") as status:
+        with _timed(timings, "images"), console.status("gateway image: checking") as status:
             result.built_gateway_image = ensure_gateway_image(
                 client, settings, on_line=lambda line: status.update(f"gateway image: {line[:100]}"))
+            status.update("Keycloak image: checking")
+            ensure_keycloak_image(client, settings,
+                                  on_line=lambda line: status.update(f"Keycloak image: {line[:100]}"))
         if settings.secured:  # nginx needs a certificate on 443 even if the certs volume was purged
             from kheopsctl.secure.material import ensure_tls_material
 
             ensure_tls_material(client, settings, layout)
-        with console.status("Keycloak image: checking") as status:
-            ensure_keycloak_image(client, settings,
-                                  on_line=lambda line: status.update(f"Keycloak image: {line[:100]}"))
-        up = bring_up(client, settings, layout, console)
+        with _timed(timings, "bring_up"):
+            up = bring_up(client, settings, layout, console)
         result.services, result.recreated = up.services, up.recreated
-        with console.status("Keycloak realm: reconciling"):
+        with _timed(timings, "realm"), console.status("Keycloak realm: reconciling"):
             result.realm_changes = reconcile(settings, layout, client)
         result.started = True
     result.seconds = time.monotonic() - started
     return result
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], step: str):
+    t0 = time.monotonic()
+    try:
+        yield
+    finally:
+        timings[step] = time.monotonic() - t0
 
 
 def _check_site_dir(layout: SiteLayout) -> None:

@@ -78,15 +78,17 @@ def select(names: list[str] | None = None, preflight_only: bool = False) -> list
     A name selects one check exactly, or a group by prefix (``keycloak`` selects ``keycloak.*``), or a glob
     (``tls.*``). An unknown name is a usage error (exit 2).
     """
-    checks = all_checks()
-    if preflight_only:
-        checks = [c for c in checks if c.phase == "preflight"]
+    everything = all_checks()
+    checks = [c for c in everything if c.phase == "preflight"] if preflight_only else everything
     if not names:
         return checks
     wanted: set[str] = set()
     for raw in names:
         name = raw.strip()
         matched = [c.name for c in checks if _matches(c.name, name)]
+        if not matched and any(_matches(c.name, name) for c in everything):
+            raise KheopsError(f"{name!r} is a live check, not a pre-flight one",
+                              hint="drop --preflight to run it against the installed site", exit_code=2)
         if not matched:
             known = ", ".join(c.name for c in checks)
             raise KheopsError(

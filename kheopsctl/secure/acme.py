@@ -54,16 +54,17 @@ def explain(output: str) -> str:
 
 def _hint(output: str, settings: Settings) -> str:
     low = output.lower()
-    if "certificate verify failed" in low or "ssl" in low and "verify" in low:
+    # certbot prints the ACME problem as "Type: connection" (or the urn:ietf:params:acme:error:connection URN)
+    if re.search(r"(type:\s*|acme:error:)(connection|unauthorized|dns|incorrectresponse)\b", low):
+        return (f"the ACME server could not fetch http://{settings.host}/.well-known/acme-challenge/: check that "
+                f"{settings.host} resolves to this host and that port 80 reaches it")
+    if "ratelimited" in low or "too many" in low:
+        return "Let's Encrypt rate limit: wait, or try the whole path with --staging first"
+    if "certificate verify failed" in low:
         return "the ACME server's TLS certificate is not trusted: pass its CA with --acme-ca-bundle"
-    if "connection" in low and ("refused" in low or "timeout" in low or "timed out" in low) and "acme" not in low:
+    if "max retries exceeded" in low or "failed to establish" in low or "name or service not known" in low:
         return f"cannot reach the ACME server {settings.tls.acme_server}: check the URL and outbound HTTPS"
-    if "unauthorized" in low or "connection" in low or "dns" in low:
-        return (f"the ACME server could not fetch the challenge from http://{settings.host}/.well-known/acme-challenge/: "
-                "check DNS and that port 80 reaches this host")
-    if "ratelimit" in low.replace(" ", "") or "too many" in low:
-        return "Let's Encrypt rate limit: wait, or test with --staging first"
-    return "run kheopsctl logs certbot, fix the cause and run kheopsctl secure again"
+    return "see the reason above (kheopsctl logs certbot for renewals), fix it and run kheopsctl secure again"
 
 
 def reload_nginx(settings: Settings, layout: SiteLayout) -> None:

@@ -41,8 +41,10 @@ def site(tmp_path):
 def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     import os
 
+    # hermetic: settings come from the test's site only, not from KHEOPS_* of the developer's shell
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("KHEOPS_")}
     return subprocess.run([KHEOPSCTL, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, cwd=REPO)
+                          env={**inherited, **(env or {})}, cwd=REPO)
 
 
 def validate(document: dict) -> None:

@@ -7,6 +7,7 @@ to crash, which is done in-process by replacing one check's function (the only w
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -54,6 +55,12 @@ def test_select_unknown_name_is_a_usage_error():
         select(["keycloak.nope"])
     assert info.value.exit_code == 2
     assert "--list-checks" in info.value.hint
+
+
+def test_live_check_with_preflight_is_a_usage_error():
+    with pytest.raises(KheopsError) as info:
+        select(["keycloak.realm"], preflight_only=True)
+    assert info.value.exit_code == 2 and "live check" in info.value.message
 
 
 def _check(name, fn):
@@ -209,6 +216,8 @@ def test_cli_crashing_check_shows_as_error_and_the_run_continues(site, monkeypat
     from kheopsctl.doctor import registry
 
     _, layout = site
+    for name in [k for k in os.environ if k.startswith("KHEOPS_")]:
+        monkeypatch.delenv(name)  # settings from the test's site only
     all_checks()
     original = registry._REGISTRY["clock"]
 

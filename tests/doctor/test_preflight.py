@@ -23,6 +23,8 @@ from kheopsctl.doctor.preflight import (
 
 from .conftest import by_name, free_port
 
+pytestmark = pytest.mark.docker
+
 BASE_IMAGE = "kheops-test/debian:bookworm"  # built by tests/stack/build-images
 
 
@@ -31,7 +33,9 @@ def test_preflight_passes_on_this_host(site):
     results = by_name(run_preflight(settings, layout))
     assert set(results) == {"docker.engine", "docker.compose", "docker.resources", "disk.space", "ports", "clock"}
     for name, r in results.items():
-        assert r.status == "ok", f"{name}: {r.status} {r.message} {r.hint}"
+        # a small CI runner may have under 4 GB for Docker: that is a warning, never a failure of this host
+        allowed = ("ok", "warn") if name == "docker.resources" else ("ok",)
+        assert r.status in allowed, f"{name}: {r.status} {r.message} {r.hint}"
     assert results["docker.engine"].details["api_version"] >= "1.41"
     assert results["docker.resources"].details["cpus"] >= 1
     assert results["disk.space"].details["site_dir"]["free_bytes"] > 0

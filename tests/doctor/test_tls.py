@@ -23,6 +23,8 @@ from kheopsctl.doctor.tls import expiry_outcome, probe_tls, tls_certificate, tls
 from .certs import NOW, Pki
 from .conftest import free_port
 
+pytestmark = pytest.mark.services
+
 HOST = "kheops.test"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 

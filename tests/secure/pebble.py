@@ -57,7 +57,9 @@ class Pebble:
     dns_server: str  # challtestsrv for kheopsctl's --dns-server, on loopback
     management_url: str  # Pebble's management API, on loopback
     pebble_dns_url: str  # management API of Pebble's own DNS (challtestsrv), on loopback
+    site_dns_url: str  # management API of the DNS kheopsctl asks (--dns-server), on loopback
     forwarder_ip: str
+    pebble_ip: str  # on the edge network; nothing listens on port 80 there (a "wrong address" that stays local)
     containers: list
 
     def roots_pem(self) -> bytes:
@@ -66,11 +68,14 @@ class Pebble:
         ctx.check_hostname = False  # the listener certificate names `pebble`, we connect to 127.0.0.1
         return httpx.get(f"{self.management_url}/roots/0", verify=ctx, timeout=10).content
 
-    def spoil_validation(self, host: str, address: str) -> None:
-        httpx.post(f"{self.pebble_dns_url}/add-a", json={"host": host, "addresses": [address]}, timeout=10).raise_for_status()
+    def spoil_validation(self, host: str, address: str, dns: str = "pebble") -> None:
+        """Make ``host`` resolve to ``address`` for Pebble's validation (dns="pebble") or for kheopsctl ("site")."""
+        url = self.pebble_dns_url if dns == "pebble" else self.site_dns_url
+        httpx.post(f"{url}/add-a", json={"host": host, "addresses": [address]}, timeout=10).raise_for_status()
 
     def heal_validation(self, host: str) -> None:
-        httpx.post(f"{self.pebble_dns_url}/clear-a", json={"host": host}, timeout=10).raise_for_status()
+        for url in (self.pebble_dns_url, self.site_dns_url):
+            httpx.post(f"{url}/clear-a", json={"host": host}, timeout=10).raise_for_status()
 
     def stop(self) -> None:
         for c in self.containers:
@@ -108,7 +113,8 @@ def start_pebble(client, project: str, workdir: Path) -> Pebble:
             PEBBLE_IMAGE, ["sh", "-c", script], name=f"{project}-test-pebble", network=network,
             environment={"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"},
             volumes={str(workdir): {"bind": "/pebble", "mode": "ro"}},
-            ports={"15000/tcp": ("127.0.0.1", None), "8055/tcp": ("127.0.0.1", None), "8054/udp": ("127.0.0.1", None)},
+            ports={"15000/tcp": ("127.0.0.1", None), "8055/tcp": ("127.0.0.1", None), "8054/udp": ("127.0.0.1", None),
+                   "8056/tcp": ("127.0.0.1", None)},
             labels={"org.kheops.test": "secure"})
         # reachable from the site's containers as https://pebble:14000 (the name its listener certificate holds)
         edge = client.networks.get(network)
@@ -123,7 +129,9 @@ def start_pebble(client, project: str, workdir: Path) -> Pebble:
             dns_server=f"127.0.0.1:{ports['8054/udp'][0]['HostPort']}",
             management_url=f"https://127.0.0.1:{ports['15000/tcp'][0]['HostPort']}",
             pebble_dns_url=f"http://127.0.0.1:{ports['8055/tcp'][0]['HostPort']}",
-            forwarder_ip=forwarder_ip, containers=containers)
+            site_dns_url=f"http://127.0.0.1:{ports['8056/tcp'][0]['HostPort']}",
+            forwarder_ip=forwarder_ip, pebble_ip=pebble.attrs["NetworkSettings"]["Networks"][network]["IPAddress"],
+            containers=containers)
         _wait_ready(pebble_obj, pebble)
         return pebble_obj
     except BaseException:

@@ -71,3 +71,28 @@ def test_environment_pinning_the_root_url_is_refused():
     with pytest.raises(KheopsError) as info:
         check_environment({"KHEOPS_ROOT_URL": "http://127.0.0.1"})
     assert info.value.exit_code == 2 and "unset KHEOPS_ROOT_URL" in info.value.hint
+
+
+CERTBOT_CHALLENGE_FAILURE = """Saving debug log to /var/log/letsencrypt/letsencrypt.log
+Requesting a certificate for kheops.test
+
+Certbot failed to authenticate some domains (authenticator: webroot). The Certificate Authority reported these problems:
+  Domain: kheops.test
+  Type:   connection
+  Detail: Get "http://kheops.test:80/.well-known/acme-challenge/abc": dial tcp 172.24.0.9:80: connect: connection refused
+
+Hint: The Certificate Authority failed to download the temporary challenge files created by Certbot.
+Some challenges have failed.
+Ask for help or search for solutions at https://community.letsencrypt.org. See the logfile for details.
+"""
+
+
+def test_certbot_failure_is_explained():
+    from kheopsctl.secure import acme
+
+    settings = settings_from_dict({"site": {"root_url": "https://kheops.test", "mode": "letsencrypt"}})
+    assert acme.explain(CERTBOT_CHALLENGE_FAILURE).startswith('Detail: Get "http://kheops.test:80/')
+    assert "port 80 reaches it" in acme._hint(CERTBOT_CHALLENGE_FAILURE, settings)
+    unreachable = "An unexpected error occurred:\nMax retries exceeded with url: /dir (Caused by NewConnectionError)"
+    assert "cannot reach the ACME server" in acme._hint(unreachable, settings)
+    assert "--acme-ca-bundle" in acme._hint("SSLError: certificate verify failed: unable to get local issuer", settings)

@@ -204,12 +204,35 @@ def _letsencrypt(site: Stack, pebble, *extra: str):
                     "--dns-server", pebble.dns_server, *extra, timeout=900)
 
 
+def test_unreachable_port_80_is_explained_before_any_change(site, pebble):
+    """The name points where nothing answers on port 80: the self-check says so and the site is untouched."""
+    before = _snapshot(site)
+    pebble.spoil_validation(HOST, pebble.pebble_ip, dns="site")  # a local address where port 80 is closed
+    try:
+        result = _letsencrypt(site, pebble)
+    finally:
+        pebble.heal_validation(HOST)
+    _one_line_error(result, 1, "port-80 self-check failed", f"{pebble.pebble_ip}:80 refused the connection")
+    assert _snapshot(site) == before
+
+
+def test_acme_server_refusing_rolls_back(site, pebble, pki):
+    """Pebble answers 404 for an unknown directory: issuance fails, the own certificate stays served."""
+    serial = _served_leaf().serial_number
+    result = site.run("secure", "--letsencrypt", "--root-url", ROOT, "--email", "ops@kheops.test",
+                      "--acme-server", "https://pebble:14000/no-such-directory", "--acme-ca-bundle",
+                      str(pebble.listener_ca), "--dns-server", pebble.dns_server, timeout=900)
+    _one_line_error(result, 1, "certificate issuance failed", "restored to custom mode")
+    assert site.settings.site.mode == "custom" and _served_leaf().serial_number == serial
+    assert _tls_get("/health/ready", pki.root.pem).status_code == 200
+
+
 def test_failed_issuance_rolls_back_to_the_previous_mode(site, pebble, pki):
     """Pebble cannot reach the challenge (its DNS points elsewhere; kheopsctl's own self-check still passes):
     the site is back as it was, serving the own certificate in custom mode."""
     serial = _served_leaf().serial_number
     before = _snapshot(site)
-    pebble.spoil_validation(HOST, "192.0.2.1")  # TEST-NET: nothing answers there
+    pebble.spoil_validation(HOST, pebble.pebble_ip)  # Pebble's own address: port 80 is closed there
     try:
         result = _letsencrypt(site, pebble)
     finally:

@@ -42,7 +42,10 @@ def new_boundary() -> str:
 
 
 class Part:
-    """One part: its headers (lower-cased names) and a body iterator that must be read (or drained) in order."""
+    """One part: its headers (lower-cased names) and a body iterator that must be read (or drained) in order.
+
+    ``chunks()`` yields bytes or read-only memoryviews (valid after the next chunk is asked for: they are
+    slices of immutable bytes); code handing them to ASGI converts with ``bytes()``."""
 
     def __init__(self, headers: dict[str, str], reader: "MultipartReader"):
         self.headers = headers
@@ -53,7 +56,7 @@ class Part:
     def content_type(self) -> str:
         return self.headers.get("content-type", "")
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncIterator[bytes | memoryview]:
         if self._done:
             return
         async for chunk in self._reader._body():
@@ -117,23 +120,42 @@ class MultipartReader:
             yield part
             await part.drain()
 
-    async def _body(self) -> AsyncIterator[bytes]:
+    async def _body(self) -> AsyncIterator[bytes | memoryview]:
+        """The current part's body. Bulk bytes are memoryview slices of the incoming chunks (no copy); only
+        the bytes that could start a delimiter (under its length) are carried in ``_buf``."""
         buf, delim = self._buf, self._delim
-        start = 0
+        keep = len(delim) - 1
         while True:
-            i = buf.find(delim, start)
+            i = buf.find(delim)
             if i >= 0:
                 if i:
                     yield bytes(buf[:i])
                 del buf[: i + len(delim)]
                 return
-            safe = len(buf) - (len(delim) - 1)
-            if safe > 0:
-                yield bytes(buf[:safe])
-                del buf[:safe]
-            start = 0
-            if not await self._fill():
-                raise MultipartError("multipart body truncated (no closing boundary)")
+            if len(buf) > keep:  # what the reader had buffered before this part (headers' chunk)
+                yield bytes(buf[: len(buf) - keep])
+                del buf[: len(buf) - keep]
+            try:
+                chunk = await self._it.__anext__()
+            except StopAsyncIteration:
+                self._eof = True
+                raise MultipartError("multipart body truncated (no closing boundary)") from None
+            # a delimiter starting in the carried bytes (or within the chunk's first bytes): the slow path
+            if len(chunk) <= keep or (buf and (buf + chunk[:keep]).find(delim) >= 0):
+                buf += chunk
+                continue
+            j = chunk.find(delim)
+            if buf:
+                yield bytes(buf)
+                buf.clear()
+            view = memoryview(chunk)
+            if j >= 0:
+                if j:
+                    yield view[:j]
+                buf += view[j + len(delim):]
+                return
+            yield view[: len(chunk) - keep]
+            buf += view[len(chunk) - keep:]
 
 
 def _parse_headers(block: bytes) -> dict[str, str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from kheopsctl.gateway.dicomweb.index import STUDY_TAGS
 from kheopsctl.gateway.errors import ApiError
 
 # QIDO attribute (keyword or tag) -> (index column, VR)
@@ -189,56 +188,46 @@ def _el(vr: str, value) -> dict:
     return {"vr": vr, "Value": [value]}
 
 
-def study_json(row: dict, retrieve_base: str) -> dict:
-    mods = sorted(m for m in (row.get("modalities") or []) if m)
-    out = {
-        "00080005": {"vr": "CS", "Value": ["ISO_IR 192"]},
-        "00080020": _el("DA", row["study_date"]),
-        "00080030": _el("TM", row["study_time"]),
-        "00080050": _el("SH", row["accession_number"]),
-        "00080061": _el("CS", mods),
-        "00080090": _el("PN", row["referring_physician_name"]),
-        "00081030": _el("LO", row["study_description"]),
-        "00081190": _el("UR", f"{retrieve_base}/studies/{row['study_uid']}"),
-        "00100010": _el("PN", row["patient_name"]),
-        "00100020": _el("LO", row["patient_id"]),
-        "00100030": _el("DA", row["patient_birth_date"]),
-        "00100040": _el("CS", row["patient_sex"]),
-        "0020000D": _el("UI", row["study_uid"]),
-        "00200010": _el("SH", row["study_id"]),
-        "00201206": _el("IS", int(row["nseries"] or 0)),
-        "00201208": _el("IS", int(row["ninstances"] or 0)),
-    }
-    return out
-
+CHARSET = {"00080005": {"vr": "CS", "Value": ["ISO_IR 192"]}}
 
 SERIES_ATTRS = {
     "Modality": ("modality", "CS"), "SeriesDescription": ("series_description", "LO"),
     "SeriesNumber": ("series_number", "IS"), "BodyPartExamined": ("body_part_examined", "CS"),
     "SeriesInstanceUID": ("series_uid", "UI"),
 }
+# tag -> (index column, VR) of the attributes copied as they are from an index row into a QIDO answer
+STUDY_COLUMNS = {tag: STUDY_ATTRS[kw] for tag, kw in TAG_TO_KEYWORD.items() if kw in STUDY_ATTRS}
+SERIES_COLUMNS = {tag: SERIES_ATTRS[kw] for tag, kw in TAG_TO_KEYWORD.items() if kw in SERIES_ATTRS}
+
+
+def _columns(row: dict, columns: dict) -> dict:
+    return {tag: _el(vr, row.get(col)) for tag, (col, vr) in columns.items()}
+
+
+def study_json(row: dict, retrieve_base: str) -> dict:
+    out = {
+        **CHARSET,
+        **_columns(row, STUDY_COLUMNS),
+        "00080061": _el("CS", sorted(m for m in (row.get("modalities") or []) if m)),
+        "00081190": _el("UR", f"{retrieve_base}/studies/{row['study_uid']}"),
+        "00201206": _el("IS", int(row["nseries"] or 0)),
+        "00201208": _el("IS", int(row["ninstances"] or 0)),
+    }
+    return dict(sorted(out.items()))
 
 
 def series_json(row: dict, study: dict | None, retrieve_base: str) -> dict:
     out = {
-        "00080005": {"vr": "CS", "Value": ["ISO_IR 192"]},
-        "00080060": _el("CS", row["modality"]),
-        "0008103E": _el("LO", row["series_description"]),
+        **CHARSET,
+        **_columns(row, SERIES_COLUMNS),
         "00081190": _el("UR", f"{retrieve_base}/studies/{row['study_uid']}/series/{row['series_uid']}"),
-        "00180015": _el("CS", row["body_part_examined"]),
         "0020000D": _el("UI", row["study_uid"]),
-        "0020000E": _el("UI", row["series_uid"]),
-        "00200011": _el("IS", row["series_number"]),
         "00201209": _el("IS", int(row["number_of_instances"] or 0)),
     }
     if study:
-        for col, tag in STUDY_TAGS.items():
-            if col != "study_uid":
-                out.setdefault(tag, _el(STUDY_ATTRS_BY_COL[col], study.get(col)))
+        for tag, value in _columns(study, STUDY_COLUMNS).items():
+            out.setdefault(tag, value)
     return dict(sorted(out.items()))
-
-
-STUDY_ATTRS_BY_COL = {col: vr for col, vr in STUDY_ATTRS.values()}
 
 
 def series_filters(params) -> tuple[list[str], list]:

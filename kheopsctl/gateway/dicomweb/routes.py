@@ -189,7 +189,7 @@ async def study(request: Request) -> Response:
     if request.method == "POST":
         return await stow.stow(request, ctx, principal(request), check_uid(request.path_params["study"]))
     if request.method in ("PUT", "DELETE"):
-        return await _share_or_remove(request, None)
+        return await share_or_remove(request)
     p, acc = await _study(request)
     visible = _visible_or_404(acc)
     downloadable = [s for s in visible if acc.series[s].download]
@@ -228,7 +228,7 @@ async def _thumbnail(ctx: DicomWeb, path: str, accept: str, params) -> Response:
 async def series(request: Request) -> Response:
     ctx = _ctx(request)
     if request.method in ("PUT", "DELETE"):
-        return await _share_or_remove(request, request.path_params["series"])
+        return await share_or_remove(request)
     study_uid, series_uid = await _series(request, download=True)
     if _wants_zip(request):
         return await zipdl.study_zip(ctx.pacs, study_uid, [series_uid])
@@ -304,57 +304,32 @@ async def wado_uri(request: Request) -> Response:
 
 # ---- sharing ------------------------------------------------------------------------------------------------
 
-async def _share_or_remove(request: Request, series_uid: str | None) -> Response:
-    ctx, p = _ctx(request), principal(request)
-    study_uid = check_uid(request.path_params["study"])
-    if series_uid is not None:
-        check_uid(series_uid)
-    album = request.query_params.get("album")
-    async with ctx.connection() as conn:
-        if request.method == "PUT":
-            await sharing.share(conn, p, study_uid, series_uid, source_album=album)
-        else:
-            await sharing.remove(conn, p, study_uid, series_uid, album)
-    ctx.decider.forget()
-    return Response(status_code=204)
-
-
-async def to_album(request: Request) -> Response:
-    ctx, p = _ctx(request), principal(request)
+def _target(request: Request):
+    """(context, principal, study UID, series UID or None) of a sharing / favorite request, UIDs checked."""
     study_uid = check_uid(request.path_params["study"])
     series_uid = request.path_params.get("series")
     if series_uid is not None:
         check_uid(series_uid)
-    target = request.path_params["album"]
+    return _ctx(request), principal(request), study_uid, series_uid
+
+
+async def share_or_remove(request: Request) -> Response:
+    """PUT: share into the album / user of the path (neither: the caller's inbox), from ``?album``.
+    DELETE: remove from the album of the path, else ``?album``, else the caller's inbox."""
+    ctx, p, study_uid, series_uid = _target(request)
+    source, target = request.query_params.get("album"), request.path_params.get("album")
     async with ctx.connection() as conn:
         if request.method == "PUT":
-            await sharing.share(conn, p, study_uid, series_uid, source_album=request.query_params.get("album"),
-                                target_album=target)
+            await sharing.share(conn, p, study_uid, series_uid, source_album=source, target_album=target,
+                                target_user=request.path_params.get("user"))
         else:
-            await sharing.remove(conn, p, study_uid, series_uid, target)
-    ctx.decider.forget()
-    return Response(status_code=204)
-
-
-async def to_user(request: Request) -> Response:
-    ctx, p = _ctx(request), principal(request)
-    study_uid = check_uid(request.path_params["study"])
-    series_uid = request.path_params.get("series")
-    if series_uid is not None:
-        check_uid(series_uid)
-    async with ctx.connection() as conn:
-        await sharing.share(conn, p, study_uid, series_uid, source_album=request.query_params.get("album"),
-                            target_user=request.path_params["user"])
+            await sharing.remove(conn, p, study_uid, series_uid, target or source)
     ctx.decider.forget()
     return Response(status_code=204)
 
 
 async def favorites(request: Request) -> Response:
-    ctx, p = _ctx(request), principal(request)
-    study_uid = check_uid(request.path_params["study"])
-    series_uid = request.path_params.get("series")
-    if series_uid is not None:
-        check_uid(series_uid)
+    ctx, p, study_uid, series_uid = _target(request)
     async with ctx.connection() as conn:
         await sharing.favorite(conn, p, study_uid, series_uid, request.query_params.get("album"),
                                request.method == "PUT")
@@ -377,15 +352,15 @@ def routes() -> list[Route]:
         Route(S + "/instances", study_instances, methods=["GET"]),
         Route(S + "/metadata", study_metadata, methods=["GET"]),
         Route(S + "/thumbnail", study_thumbnail, methods=["GET"]),
-        Route(S + "/albums/{album}", to_album, methods=["PUT", "DELETE"]),
-        Route(S + "/users/{user}", to_user, methods=["PUT"]),
+        Route(S + "/albums/{album}", share_or_remove, methods=["PUT", "DELETE"]),
+        Route(S + "/users/{user}", share_or_remove, methods=["PUT"]),
         Route(S + "/favorites", favorites, methods=["PUT", "DELETE"]),
         Route(SE + "/metadata", series_metadata, methods=["GET"]),
         Route(SE + "/instances", series_instances, methods=["GET"]),
         Route(SE + "/rendered", _viewing("/rendered", "image/jpeg"), methods=["GET"]),
         Route(SE + "/thumbnail", _viewing("/thumbnail", "image/jpeg"), methods=["GET"]),
-        Route(SE + "/albums/{album}", to_album, methods=["PUT", "DELETE"]),
-        Route(SE + "/users/{user}", to_user, methods=["PUT"]),
+        Route(SE + "/albums/{album}", share_or_remove, methods=["PUT", "DELETE"]),
+        Route(SE + "/users/{user}", share_or_remove, methods=["PUT"]),
         Route(SE + "/favorites", favorites, methods=["PUT", "DELETE"]),
         Route(I + "/metadata", _viewing("/metadata", DICOM_JSON), methods=["GET"]),
         Route(I + "/rendered", _viewing("/rendered", "image/jpeg"), methods=["GET"]),

@@ -52,12 +52,13 @@ class UpstreamStow:
         self.task = asyncio.ensure_future(pacs.open(
             "POST", "/studies", content=body(), headers={"Content-Type": ct, "Accept": "application/dicom+json"}))
 
-    async def send(self, chunk: bytes) -> None:
-        """Coalesce into ~1 MiB pieces: fewer trips through the queue and the HTTP client per byte."""
+    async def send(self, chunk) -> None:
+        """Coalesce into ~1 MiB pieces: fewer trips through the queue and the HTTP client per byte. A full
+        piece is handed over as it is (a fresh one is started), not copied."""
         self.pending += chunk
         if len(self.pending) >= COALESCE:
-            await self._put(bytes(self.pending))
-            self.pending.clear()
+            piece, self.pending = self.pending, bytearray()
+            await self._put(piece)
 
     async def _put(self, chunk: bytes | None) -> None:
         if self.task.done():
@@ -81,8 +82,8 @@ class UpstreamStow:
 
     async def finish(self) -> tuple[int, dict]:
         self.pending += closing(self.boundary)
-        await self._put(bytes(self.pending))
-        self.pending.clear()
+        piece, self.pending = self.pending, bytearray()
+        await self._put(piece)
         await self._put(None)  # end of body (guarded: the PACS may have gone away)
         resp = await self.task
         try:
@@ -205,7 +206,7 @@ async def stow(request, ctx, principal, study_in_path: str | None = None) -> Res
             if upstream is None:
                 upstream = UpstreamStow(ctx.pacs)
             await upstream.start_part()
-            await upstream.send(bytes(prefix))
+            await upstream.send(prefix)
             del prefix
             async for chunk in chunks:
                 await upstream.send(chunk)

@@ -104,15 +104,15 @@ async def prefetched(openers: list[Callable[[], Awaitable[httpx.Response]]]) -> 
                     await t.result().aclose()
 
 
-async def study_retrieve(pacs: Pacs, study_uid: str, series_uids: list[str], accept: str) -> StreamingResponse:
-    """One multipart/related response made of every given series, fetched concurrently, boundaries rewritten."""
-    boundary = new_boundary()
-    wanted = related_type(accept) or "application/dicom"
+async def series_openers(pacs: Pacs, study_uid: str, series_uids: list[str], suffix: str, accept: str
+                         ) -> list[Callable[[], Awaitable[httpx.Response]]]:
+    """Openers of ``/studies/{study}/series/{uid}{suffix}`` for ``prefetched``. The first series is opened now,
+    so that a failure becomes an error status before the 200 is sent."""
 
     def opener(series_uid):
-        return lambda: pacs.open("GET", f"/studies/{study_uid}/series/{series_uid}", headers={"Accept": accept})
+        return lambda: pacs.open("GET", f"/studies/{study_uid}/series/{series_uid}{suffix}",
+                                 headers={"Accept": accept})
 
-    # fail early (before the 200 is sent) if the first series cannot be served
     first = await opener(series_uids[0])()
     if first.status_code >= 400:
         await first.aclose()
@@ -121,7 +121,14 @@ async def study_retrieve(pacs: Pacs, study_uid: str, series_uids: list[str], acc
     async def first_opener():
         return first
 
-    openers = [first_opener] + [opener(s) for s in series_uids[1:]]
+    return [first_opener] + [opener(s) for s in series_uids[1:]]
+
+
+async def study_retrieve(pacs: Pacs, study_uid: str, series_uids: list[str], accept: str) -> StreamingResponse:
+    """One multipart/related response made of every given series, fetched concurrently, boundaries rewritten."""
+    boundary = new_boundary()
+    wanted = related_type(accept) or "application/dicom"
+    openers = await series_openers(pacs, study_uid, series_uids, "", accept)
 
     async def body() -> AsyncIterator[bytes]:
         first_part = True
@@ -145,19 +152,7 @@ async def study_metadata(pacs: Pacs, study_uid: str, series_uids: list[str], rew
                          ) -> StreamingResponse:
     """The study's metadata as one JSON array made of the visible series' arrays (fetched concurrently)."""
 
-    def opener(series_uid):
-        return lambda: pacs.open("GET", f"/studies/{study_uid}/series/{series_uid}/metadata",
-                                 headers={"Accept": "application/dicom+json"})
-
-    first = await opener(series_uids[0])()
-    if first.status_code >= 400:
-        await first.aclose()
-        raise upstream_status_error(first.status_code)
-
-    async def first_opener():
-        return first
-
-    openers = [first_opener] + [opener(s) for s in series_uids[1:]]
+    openers = await series_openers(pacs, study_uid, series_uids, "/metadata", "application/dicom+json")
 
     async def body() -> AsyncIterator[bytes]:
         yield b"["

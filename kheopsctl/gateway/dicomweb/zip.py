@@ -15,8 +15,8 @@ from starlette.responses import StreamingResponse
 from kheopsctl.gateway.dicomweb.dicomdir import build_dicomdir
 from kheopsctl.gateway.dicomweb.dicomheader import InstanceHeader, read_header
 from kheopsctl.gateway.dicomweb.multipart import MultipartReader, boundary_of
-from kheopsctl.gateway.dicomweb.pacs import Pacs, body_chunks, upstream_status_error
-from kheopsctl.gateway.dicomweb.wado import prefetched
+from kheopsctl.gateway.dicomweb.pacs import Pacs, body_chunks
+from kheopsctl.gateway.dicomweb.wado import prefetched, series_openers
 
 ACCEPT_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
@@ -46,19 +46,7 @@ class _Drain:
 
 
 async def study_zip(pacs: Pacs, study_uid: str, series_uids: list[str]) -> StreamingResponse:
-    def opener(series_uid):
-        return lambda: pacs.open("GET", f"/studies/{study_uid}/series/{series_uid}",
-                                 headers={"Accept": ACCEPT_DICOM})
-
-    first = await opener(series_uids[0])()
-    if first.status_code >= 400:
-        await first.aclose()
-        raise upstream_status_error(first.status_code)
-
-    async def first_opener():
-        return first
-
-    openers = [first_opener] + [opener(s) for s in series_uids[1:]]
+    openers = await series_openers(pacs, study_uid, series_uids, "", ACCEPT_DICOM)
 
     async def body() -> AsyncIterator[bytes]:
         sink = _Drain()
