@@ -5,7 +5,7 @@
 
 Measures
 - WADO-RS throughput for one series (1 and 8 concurrent clients): gateway / direct (target >= 0.9)
-- STOW-RS throughput (different series of the same size): gateway / direct (target >= 0.8)
+- STOW-RS throughput (different series of the same size, 5 rounds): gateway / direct (target >= 0.8)
 - the same two through nginx (one worker, no buffering), a reference: what any proxy costs on this machine
   (on 2 loaded cores every byte relayed twice through user space competes with Orthanc and the client)
 - study QIDO p50 / p95 with N studies indexed (the same studies stored in Orthanc): added ms at p50 (<= 5)
@@ -13,8 +13,9 @@ Measures
 
 Everything runs on loopback: a throwaway PostgreSQL and Orthanc (Debian packages), the OIDC mock, and the
 gateway as its own process (``kheopsctl gateway serve``) so that its RSS is its own. Throughput sides are
-measured by the same client code, interleaved round by round after a warm-up, and reported as medians; the
-header gives the load average at start and end (set BENCH_PROFILE=FILE to cProfile the gateway).
+measured by the same client code, interleaved round by round after a warm-up; MB/s are medians, ratios are
+medians of the per-round paired ratios with their range; the header gives the load average at start and end.
+BENCH_PROFILE=FILE runs the gateway under cProfile (stats written to FILE when it stops).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ _h11_sync = __import__("httpcore._sync.http11", fromlist=["HTTP11Connection"])
 _h11_sync.HTTP11Connection.READ_NUM_BYTES = MB
 ACCEPT_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 NGINX = "/usr/sbin/nginx"
+STOW_ROUNDS = 5
 
 
 # ---- data -------------------------------------------------------------------------------------------------
@@ -94,7 +96,31 @@ def post_file(url: str, path: Path, ct: str, headers: dict | None = None) -> tup
 
 # ---- the gateway as a process -----------------------------------------------------------------------------
 
-class GatewayProcess:
+class ServiceProcess:
+    """A server started by the benchmark: waited for until it answers, stopped at the end."""
+
+    proc: subprocess.Popen
+
+    def wait_until_up(self, url: str, seconds: float, error: str, healthy=lambda r: True) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                if healthy(httpx.get(url, timeout=1)):
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(error)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class GatewayProcess(ServiceProcess):
     def __init__(self, env: dict, port: int):
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -107,14 +133,8 @@ class GatewayProcess:
         self.proc = subprocess.Popen([sys.executable, "-c", code, *argv], env=env, cwd=ROOT,
                                      stdout=subprocess.DEVNULL, stderr=open(Path(tempfile.gettempdir()) /
                                                                               "bench-gateway.log", "wb"))
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/health/live", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError("the gateway did not start; see bench-gateway.log")
+        self.wait_until_up(self.url + "/health/live", 60, "the gateway did not start; see bench-gateway.log",
+                           lambda r: r.status_code == 200)
 
     def status(self, key: str) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -126,17 +146,11 @@ class GatewayProcess:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
-class ReferenceProxy:
-    """nginx (one worker, no buffering either way) in front of the same Orthanc: what a plain C byte pump
-    costs on this machine, the ceiling any proxy (the gateway included) can reach here."""
+class ReferenceProxy(ServiceProcess):
+    """nginx (one worker, no buffering either way, 256 KiB relay buffers) in front of the same Orthanc: what a
+    plain C byte pump costs on this machine, the ceiling any proxy (the gateway included) can reach here."""
 
     def __init__(self, upstream: str, work: Path):
         self.port = free_port()
@@ -165,28 +179,20 @@ http {{
             proxy_set_header Connection "";
             proxy_buffering off;
             proxy_request_buffering off;
+            # unbuffered nginx relays through one buffer of these sizes: the defaults (8/16 KiB) would cripple it
+            proxy_buffer_size 256k;
+            proxy_buffers 4 256k;
+            proxy_busy_buffers_size 256k;
+            client_body_buffer_size 256k;
             proxy_read_timeout 600s;
         }}
     }}
 }}
 """)
         self.proc = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(self.url + "/", timeout=1)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError(f"nginx did not start; see {prefix / 'error.log'}")
+                                     stdout=subprocess.DEVNULL, stderr=open(prefix / "stderr.log", "wb"))
+        self.wait_until_up(self.url + "/", 20, f"nginx did not start; see {prefix / 'stderr.log'}")
 
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 class RssSampler:
@@ -235,16 +241,23 @@ def throughput(url: str, headers: dict, clients: int, rounds: int = 1) -> float:
     return asyncio.run(run())
 
 
-def compare_throughput(targets: list[tuple[str, dict]], clients: int, rounds: int) -> list[float]:
-    """Interleaved rounds (a, b, c, a, b, c, ...) so that load from elsewhere hits every side alike; medians.
-    Every side is downloaded by the same client code, with fresh connections per round."""
+def compare_throughput(targets: list[tuple[str, dict]], clients: int, rounds: int) -> list[list[float]]:
+    """Interleaved rounds (a, b, c, a, b, c, ...) so that load from elsewhere hits every side alike; returns
+    each side's MB/s per round. Every side is downloaded by the same client code, fresh connections per round."""
     for t in targets:  # warm-up: caches on every side
         throughput(*t, clients)
     results: list[list[float]] = [[] for _ in targets]
     for _ in range(rounds):
         for t, r in zip(targets, results):
             r.append(throughput(*t, clients))
-    return [statistics.median(r) for r in results]
+    return results
+
+
+def paired_ratio(side: list[float], base: list[float]) -> str:
+    """Median of the per-round ratios (each round's runs are adjacent in time, so they saw similar load),
+    with their range: on a loaded machine the range says how far to trust the median."""
+    ratios = sorted(a / b for a, b in zip(side, base))
+    return f"{statistics.median(ratios):.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})"
 
 
 def latencies(url: str, headers: dict, n: int) -> tuple[float, float]:
@@ -304,42 +317,44 @@ class Bench:
         self.rows: list[tuple[str, str, str, str, str]] = []
 
     def stow_and_wado(self, series_bytes: int) -> None:
-        # STOW: different series of the same size, direct / via nginx / via the gateway, interleaved (3 rounds)
+        # STOW: different series of the same size, direct / via nginx / via the gateway, interleaved
         print("STOW rounds ...", file=sys.stderr)
         sides = {"direct": (self.orthanc.dicomweb_url, {}), "nginx": (self.ref.url + "/dicom-web", {}),
                  "gateway": (self.gw.url + "/api", self.auth)}
-        times: dict[str, list[float]] = {k: [] for k in sides}
+        rates: dict[str, list[float]] = {k: [] for k in sides}
         peak = 0
-        for n in range(3):
+        for n in range(STOW_ROUNDS):
             for name, (base, headers) in sides.items():
                 ct, study_g, series_g = write_stow_body(self.work / "stow.bin", series_bytes)
                 size = (self.work / "stow.bin").stat().st_size / MB
                 with RssSampler(self.gw) as stow_rss:
                     t, r = post_file(base + "/studies", self.work / "stow.bin", ct, headers)
                 assert r.status_code == 200, (name, r.text[:300])
-                times[name].append(t)
+                rates[name].append(size / t)
                 if name == "gateway":
                     peak = max(peak, stow_rss.peak)
                 (self.work / "stow.bin").unlink()
-        t_d, t_n, t_g = (statistics.median(times[k]) for k in ("direct", "nginx", "gateway"))
-        self.rows.append((f"STOW-RS throughput, {size:.0f} MB series (MB/s)", f"{size / t_d:.0f}",
-                          f"{size / t_g:.0f}", f"{t_d / t_g:.2f}", ">= 0.80"))
-        self.rows.append(("  reference: nginx byte pump, same STOW (MB/s)", f"{size / t_d:.0f}", f"{size / t_n:.0f}",
-                          f"{t_d / t_n:.2f}", ""))
+        d, n, g = (statistics.median(rates[k]) for k in ("direct", "nginx", "gateway"))
+        self.rows.append((f"STOW-RS throughput, {size:.0f} MB series (MB/s)", f"{d:.0f}", f"{g:.0f}",
+                          paired_ratio(rates["gateway"], rates["direct"]), ">= 0.80"))
+        self.rows.append(("  reference: nginx byte pump, same STOW (MB/s)", f"{d:.0f}", f"{n:.0f}",
+                          paired_ratio(rates["nginx"], rates["direct"]), ""))
         self.rows.append(("  gateway peak RSS during STOW (MB)", "-", f"{peak / MB:.0f}", "", ""))
         # WADO-RS: the last series stored through the gateway, direct / via nginx / via the gateway
         path = f"/studies/{study_g}/series/{series_g[0]}"
-        for clients, rounds in ((1, 5), (8, 3)):
+        for clients, rounds in ((1, 7), (8, 5)):
             cpu0 = self.gw.cpu_seconds()
             d, n, g = compare_throughput([(self.orthanc.dicomweb_url + path, {"Accept": ACCEPT_DICOM}),
                                           (self.ref.url + "/dicom-web" + path, {"Accept": ACCEPT_DICOM}),
                                           (self.gw.url + "/api" + path, {"Accept": ACCEPT_DICOM, **self.auth})],
                                          clients, rounds)
             cpu = self.gw.cpu_seconds() - cpu0
-            self.rows.append((f"WADO-RS series {size:.0f} MB, {clients} client(s) (MB/s)", f"{d:.0f}", f"{g:.0f}",
-                              f"{g / d:.2f}", ">= 0.90"))
-            self.rows.append((f"  reference: nginx byte pump, {clients} client(s) (MB/s)", f"{d:.0f}", f"{n:.0f}",
-                              f"{n / d:.2f}", ""))
+            self.rows.append((f"WADO-RS series {size:.0f} MB, {clients} client(s) (MB/s)",
+                              f"{statistics.median(d):.0f}", f"{statistics.median(g):.0f}", paired_ratio(g, d),
+                              ">= 0.90"))
+            self.rows.append((f"  reference: nginx byte pump, {clients} client(s) (MB/s)",
+                              f"{statistics.median(d):.0f}", f"{statistics.median(n):.0f}", paired_ratio(n, d), ""))
+            self.rows.append((f"  gateway vs nginx, {clients} client(s)", "-", "-", paired_ratio(g, n), ""))
             streamed_gb = size * clients * (rounds + 1) / 1024
             self.rows.append((f"  gateway CPU seconds per GB streamed ({clients} client(s))", "-",
                               f"{cpu / streamed_gb:.2f}", "", ""))
@@ -434,7 +449,7 @@ def main() -> int:
     return 0
 
 
-HEAD = ("measure", "direct", "gateway", "ratio / added", "target")
+HEAD = ("measure", "direct", "gateway", "ratio (range) / added", "target")
 
 
 async def _zip(url: str, headers: dict) -> int:

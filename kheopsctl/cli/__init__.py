@@ -31,25 +31,11 @@ app.add_typer(gateway.app, name="gateway")
 
 
 def main() -> None:
+    # standalone mode: click itself handles usage errors (exit 2), typer.Exit codes and Ctrl-C (exit 1)
     try:
-        app(standalone_mode=False)
+        app()
     except KheopsError as exc:
         abort(exc)
-    except KeyboardInterrupt:
-        console.print("[red]error:[/] interrupted; run the same command again to finish")
-        sys.exit(130)
-    except typer.Exit as exc:  # raised by commands to set their exit code
-        sys.exit(exc.exit_code)
-    except (typer.Abort,):
-        console.print("[red]error:[/] aborted")
-        sys.exit(1)
-    except Exception as exc:  # click usage errors carry their own exit code (2)
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 def abort(exc: KheopsError) -> None:

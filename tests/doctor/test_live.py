@@ -90,6 +90,22 @@ def test_every_check_passes_on_the_fresh_stack(installed_stack):
     assert results["postgres.schema"]["details"]["current"] == results["postgres.schema"]["details"]["latest"]
 
 
+def test_docker_unreachable_fails_cleanly_without_crashing_checks(installed_stack, tmp_path):
+    """The engine's socket is missing (DOCKER_HOST points nowhere): Docker-based checks fail with the engine
+    hint, the checks that do not need Docker still judge the running site, and none crashes."""
+    r = installed_stack.run("doctor", "--json", env={"DOCKER_HOST": f"unix://{tmp_path}/none.sock"}, timeout=120)
+    assert r.returncode == 1
+    document = json.loads(r.stdout)
+    validate(document)
+    results = by_name(document)
+    assert document["summary"]["error"] == 0, [n for n, c in results.items() if c["status"] == "error"]
+    assert results["docker.engine"]["status"] == "fail" and "DOCKER_HOST" in results["docker.engine"]["hint"]
+    assert results["container.gateway"]["status"] == "fail"
+    for name in ("keycloak.discovery", "keycloak.issuer", "keycloak.realm", "gateway.ready", "e2e.probe",
+                 "security.secret-modes", "security.admin-password"):
+        assert results[name]["status"] == "ok", (name, results[name]["message"])
+
+
 def test_preflight_on_a_running_site_counts_its_own_ports_as_ours(installed_stack):
     s = installed_stack.settings
     ports = by_name(run_preflight(s, installed_stack.layout))["ports"]

@@ -35,6 +35,15 @@ async def test_multipart_roundtrip_any_chunking(size):
     assert await _parse(b"preamble\r\n" + body, ct, size) == parts
 
 
+async def test_multipart_delimiter_split_at_every_offset():
+    # bodies are handed out as slices of the received chunks: a delimiter (or a false start of one) cut at any
+    # place between two chunks must still be found, and nothing before it lost or duplicated
+    parts = [b"x" * 50 + b"\r\n--kheops", b"\r\n-", b"", b"y" * 7]
+    body, ct = multipart_related(parts)
+    for size in range(1, len(body) + 1):
+        assert await _parse(body, ct, size) == parts, size
+
+
 async def test_multipart_parts_can_be_skipped_unread():
     body, ct = multipart_related([b"a" * 100_000, b"second"])
     reader = MultipartReader(_chunks(body, 1000), boundary_of(ct))
