@@ -15,7 +15,8 @@ Everything runs on loopback: a throwaway PostgreSQL and Orthanc (Debian packages
 gateway as its own process (``kheopsctl gateway serve``) so that its RSS is its own. Throughput sides are
 measured by the same client code, interleaved round by round after a warm-up; MB/s are medians, ratios are
 medians of the per-round paired ratios with their range; the header gives the load average at start and end.
-BENCH_PROFILE=FILE runs the gateway under cProfile (stats written to FILE when it stops).
+BENCH_PROFILE=FILE runs the gateway under cProfile (stats written to FILE when it stops); BENCH_KEEP=1 keeps
+the work directory (Orthanc's storage, logs) instead of deleting it at the end.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import argparse
 import asyncio
 import os
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -438,6 +440,8 @@ def main() -> int:
         oidc.stop()
         orthanc.stop()
         stop_postgres(pg)
+        if not os.environ.get("BENCH_KEEP"):  # Orthanc's storage: gigabytes after a full run
+            shutil.rmtree(work, ignore_errors=True)
     load = os.getloadavg()
     print(f"# {'quick' if args.quick else 'full'} run, {os.cpu_count()} CPUs, {time.monotonic() - t0:.0f} s; "
           f"load average (1 / 5 / 15 min) at start {load0[0]:.1f} / {load0[1]:.1f} / {load0[2]:.1f}, at end "

@@ -91,8 +91,7 @@ def resolve_settings(opts: InstallOptions) -> Settings:
 def admin_password(opts: InstallOptions, layout: SiteLayout, prompt: Callable[[], str] | None) -> tuple[str | None, bool]:
     """The admin password to store, and whether it was generated. (None, False) when one is stored already."""
     if layout.secret(secrets.ADMIN_PASSWORD).exists():
-        if opts.admin_password_file or os.environ.get(ADMIN_PASSWORD_ENV):
-            pass  # never overwritten: the stored one is what Keycloak was bootstrapped with
+        # never overwritten, even when one is given: Keycloak was bootstrapped with the stored one
         return None, False
     if opts.admin_password_file:
         try:

@@ -10,7 +10,6 @@ import base64
 import os
 import secrets as _random
 
-
 from kheopsctl.deploy.fsutil import write_atomic
 from kheopsctl.deploy.layout import SiteLayout
 from kheopsctl.errors import KheopsError
