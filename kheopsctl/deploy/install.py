@@ -133,6 +133,7 @@ def run_install(opts: InstallOptions, console: Console, prompt: Callable[[], str
             client = docker_client()
             compose_command()
             _preflight(settings, layout, console)
+            _check_data_has_secrets(client, settings, layout)
 
     result = InstallResult(settings=settings, layout=layout, timings=timings)
     with _timed(timings, "write"):
@@ -185,6 +186,27 @@ def _check_site_dir(layout: SiteLayout) -> None:
     probe = layout.dir if layout.dir.exists() else next(p for p in layout.dir.parents if p.exists())
     if not os.access(probe, os.W_OK):
         raise KheopsError(f"--dir: {probe} is not writable", hint="choose a directory you own, or fix its permissions")
+
+
+def _check_data_has_secrets(client, settings: Settings, layout: SiteLayout) -> None:
+    """Refuse to pair freshly generated secrets with an existing database volume.
+
+    New passwords against an old PostgreSQL data directory lock every service out: the data is intact but
+    unreachable, and the containers restart in a loop. This happens when a site is installed into a new DIR
+    (or its secrets/ was deleted) while the project's volumes survive.
+    """
+    if layout.secret("postgres_password").exists():
+        return
+    name = f"{settings.project}_pgdata"
+    try:
+        client.volumes.get(name)
+    except Exception:  # docker.errors.NotFound, or an engine that cannot tell: nothing to protect
+        return
+    raise KheopsError(
+        f"volume {name} holds a database from an earlier install, but {layout.secrets_dir} has no secrets for it",
+        hint="install with --dir pointing at the original site directory (its secrets/ unlocks the data), set "
+             f"another project name, or, to discard that data for good: docker volume rm {name}",
+    )
 
 
 def _preflight(settings: Settings, layout: SiteLayout, console: Console) -> None:
