@@ -151,3 +151,24 @@ def _wait_ready(p: Pebble, container) -> None:
             pass
         time.sleep(0.3)
     raise RuntimeError("Pebble did not start: " + container.logs(tail=30).decode(errors="replace"))
+
+
+def purge_project(project: str) -> None:
+    """Remove every container, volume and network of a test module's own compose project (and its Pebble).
+
+    The project name belongs to that module alone, so whatever carries it is a leftover of an interrupted run;
+    its volumes would hold a database initialised with other secrets.
+    """
+    import docker
+
+    client = docker.from_env()
+    label = {"label": f"com.docker.compose.project={project}"}
+    for c in client.containers.list(all=True, filters=label, ignore_removed=True):
+        c.remove(force=True)
+    for name in (f"{project}-test-pebble", f"{project}-test-forwarder"):
+        for c in client.containers.list(all=True, filters={"name": f"^{name}$"}, ignore_removed=True):
+            c.remove(force=True)
+    for v in client.volumes.list(filters=label):
+        v.remove(force=True)
+    for n in client.networks.list(filters=label):
+        n.remove()

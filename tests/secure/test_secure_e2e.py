@@ -21,7 +21,7 @@ import httpx
 import pytest
 from cryptography import x509
 
-from tests.secure.pebble import start_pebble
+from tests.secure.pebble import purge_project, start_pebble
 from tests.secure.pki import NOW, make_pki
 from tests.stackfixture import Stack, describe_failure, require_stack_prerequisites, stack_env
 
@@ -33,31 +33,10 @@ HOST = "kheops.test"
 ROOT = f"https://{HOST}:{HTTPS}"
 
 
-def purge_project() -> None:
-    """Remove every container, volume and network of this module's own compose project (and its Pebble).
-
-    The project name belongs to this module alone, so whatever carries it is a leftover of an interrupted run;
-    its volumes would hold a database initialised with other secrets.
-    """
-    import docker
-
-    client = docker.from_env()
-    label = {"label": f"com.docker.compose.project={PROJECT}"}
-    for c in client.containers.list(all=True, filters=label, ignore_removed=True):
-        c.remove(force=True)
-    for name in (f"{PROJECT}-test-pebble", f"{PROJECT}-test-forwarder"):
-        for c in client.containers.list(all=True, filters={"name": f"^{name}$"}, ignore_removed=True):
-            c.remove(force=True)
-    for v in client.volumes.list(filters=label):
-        v.remove(force=True)
-    for n in client.networks.list(filters=label):
-        n.remove()
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     require_stack_prerequisites()
-    purge_project()
+    purge_project(PROJECT)
     stack = Stack(dir=tmp_path_factory.mktemp("secure") / "kheops",
                   env=stack_env(KHEOPS_PROJECT=PROJECT, KHEOPS_PORTS__HTTP=str(HTTP), KHEOPS_PORTS__HTTPS=str(HTTPS),
                                 KHEOPS_PORTS__KEYCLOAK=str(KEYCLOAK)))
@@ -71,7 +50,7 @@ def site(tmp_path_factory):
         if os.environ.get("KHEOPS_KEEP_STACK") != "1":
             down = stack.down(purge=True)
             if down.returncode != 0:
-                purge_project()
+                purge_project(PROJECT)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.secure.pebble import start_pebble
+from tests.secure.pebble import purge_project, start_pebble
 from tests.secure.test_secure_e2e import _one_line_error, _redirect_uris
 from tests.stackfixture import Stack, describe_failure, require_stack_prerequisites, stack_env
 
@@ -31,23 +31,6 @@ HOST = "kheops.test"
 ROOT = f"https://{HOST}:{HTTPS}"
 
 
-def _purge_project() -> None:
-    """Remove whatever carries this module's own project name: leftovers of an interrupted run."""
-    import docker
-
-    client = docker.from_env()
-    label = {"label": f"com.docker.compose.project={PROJECT}"}
-    for c in client.containers.list(all=True, filters=label, ignore_removed=True):
-        c.remove(force=True)
-    for name in (f"{PROJECT}-test-pebble", f"{PROJECT}-test-forwarder"):
-        for c in client.containers.list(all=True, filters={"name": f"^{name}$"}, ignore_removed=True):
-            c.remove(force=True)
-    for v in client.volumes.list(filters=label):
-        v.remove(force=True)
-    for n in client.networks.list(filters=label):
-        n.remove()
-
-
 def _site_files(stack: Stack) -> dict[str, bytes]:
     """kheops.toml, every rendered file and the secrets, byte for byte (the backup area itself excluded)."""
     return {str(p.relative_to(stack.dir)): p.read_bytes() for p in sorted(stack.dir.rglob("*"))
@@ -56,7 +39,7 @@ def _site_files(stack: Stack) -> dict[str, bytes]:
 
 def test_failed_letsencrypt_from_insecure_restores_the_site(tmp_path_factory):
     require_stack_prerequisites()
-    _purge_project()
+    purge_project(PROJECT)
     stack = Stack(dir=tmp_path_factory.mktemp("secure-insecure") / "kheops",
                   env=stack_env(KHEOPS_PROJECT=PROJECT, KHEOPS_PORTS__HTTP=str(HTTP), KHEOPS_PORTS__HTTPS=str(HTTPS),
                                 KHEOPS_PORTS__KEYCLOAK=str(KEYCLOAK)))
@@ -114,4 +97,4 @@ def test_failed_letsencrypt_from_insecure_restores_the_site(tmp_path_factory):
         if os.environ.get("KHEOPS_KEEP_STACK") != "1":
             down = stack.down(purge=True)
             if down.returncode != 0:
-                _purge_project()
+                purge_project(PROJECT)
