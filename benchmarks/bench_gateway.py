@@ -4,7 +4,11 @@
     python benchmarks/bench_gateway.py --quick    # scaled down (about 1/4), for CI and laptops
 
 Measures
-- WADO-RS throughput for one series (1 and 8 concurrent clients): gateway / direct (target >= 0.9)
+- WADO-RS throughput for one series (1 and 8 concurrent clients): gateway / direct (target >= 0.9), fetched by a C
+  client (curl, which leaves the CPU to the servers) and by a Python one (httpx, itself a large CPU consumer), with
+  where the CPU went: seconds per GB spent by the PACS, the clients and the relay, and the cores kept busy. When
+  the direct path already keeps both cores busy, every relayed byte's CPU comes out of the PACS's and the
+  client's share, and "direct CPU / relayed CPU" is the ceiling of the ratio for any proxy
 - STOW-RS throughput (different series of the same size, 5 rounds): gateway / direct (target >= 0.8)
 - the same two through nginx (one worker, no buffering), a reference: what any proxy costs on this machine
   (on 2 loaded cores every byte relayed twice through user space competes with Orthanc and the client)
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import secrets
 import shutil
 import statistics
@@ -32,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -57,6 +63,7 @@ _h11_sync = __import__("httpcore._sync.http11", fromlist=["HTTP11Connection"])
 _h11_sync.HTTP11Connection.READ_NUM_BYTES = MB
 ACCEPT_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 NGINX = "/usr/sbin/nginx"
+CURL = shutil.which("curl") or "/usr/bin/curl"
 STOW_ROUNDS = 5
 
 
@@ -144,9 +151,6 @@ class GatewayProcess(ServiceProcess):
                 return int(line.split()[1]) * 1024
         return 0
 
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 
@@ -197,6 +201,19 @@ http {{
 
 
 
+class SpliceRelay(ServiceProcess):
+    """benchmarks/splice_relay.py in front of the same Orthanc: a relay that never copies a byte into user space,
+    i.e. the cost of the extra TCP hop alone (WADO rows only)."""
+
+    def __init__(self, upstream: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        up = upstream.split("://", 1)[1].split("/", 1)[0]
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "splice_relay.py"), str(self.port), up],
+                                     stdout=subprocess.DEVNULL)
+        self.wait_until_up(self.url + "/system", 20, "the splice relay did not start")
+
+
 class RssSampler:
     def __init__(self, gw: GatewayProcess):
         self.gw, self.peak, self._stop = gw, 0, threading.Event()
@@ -229,7 +246,7 @@ async def _download(client: httpx.AsyncClient, url: str, headers: dict) -> int:
 
 
 def throughput(url: str, headers: dict, clients: int, rounds: int = 1) -> float:
-    """MB/s over ``clients`` concurrent full downloads (best of ``rounds``)."""
+    """MB/s over ``clients`` concurrent full downloads by the Python client (httpx, best of ``rounds``)."""
 
     async def run():
         async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=clients)) as c:
@@ -243,16 +260,82 @@ def throughput(url: str, headers: dict, clients: int, rounds: int = 1) -> float:
     return asyncio.run(run())
 
 
-def compare_throughput(targets: list[tuple[str, dict]], clients: int, rounds: int) -> list[list[float]]:
-    """Interleaved rounds (a, b, c, a, b, c, ...) so that load from elsewhere hits every side alike; returns
-    each side's MB/s per round. Every side is downloaded by the same client code, fresh connections per round."""
-    for t in targets:  # warm-up: caches on every side
-        throughput(*t, clients)
-    results: list[list[float]] = [[] for _ in targets]
+def curl_throughput(url: str, headers: dict, clients: int) -> float:
+    """MB/s over ``clients`` concurrent curl processes (a C client: it leaves the CPU to the servers). Headers go
+    through a 0600 file, so the token never appears on a command line."""
+    hfile = Path(tempfile.gettempdir()) / f"bench-headers-{os.getpid()}"
+    fd = os.open(hfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(f"{k}: {v}\n" for k, v in headers.items()))
+    cmd = [CURL, "-sS", "-f", "-o", "/dev/null", "-w", "%{size_download}", "-H", f"@{hfile}", url]
+    try:
+        t0 = time.perf_counter()
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE) for _ in range(clients)]
+        outs = [p.communicate()[0] for p in procs]
+        elapsed = time.perf_counter() - t0
+    finally:
+        hfile.unlink(missing_ok=True)
+    assert all(p.returncode == 0 for p in procs), (url, [p.returncode for p in procs])
+    return sum(int(o) for o in outs) / MB / elapsed
+
+
+def process_cpu(pid: int | None) -> float:
+    """CPU seconds used so far by a process and its children (nginx's master + worker)."""
+    if pid is None:
+        return 0.0
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        todo += [int(k) for k in kids]
+    return total
+
+
+def client_cpu() -> float:
+    """CPU seconds of the benchmark's clients: this process (httpx) plus its reaped children (curl)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+@dataclass
+class Side:
+    """One way to reach the series, and what each round cost."""
+    name: str
+    url: str
+    headers: dict
+    relay_pid: int | None = None
+    rates: list = field(default_factory=list)       # MB/s per round
+    cpu: dict = field(default_factory=lambda: {"pacs": 0.0, "client": 0.0, "relay": 0.0, "wall": 0.0, "mb": 0.0})
+
+    def per_gb(self, key: str) -> float:
+        return self.cpu[key] / (self.cpu["mb"] / 1024)
+
+    def cpu_busy(self) -> float:
+        return (self.cpu["pacs"] + self.cpu["client"] + self.cpu["relay"]) / self.cpu["wall"]
+
+
+def compare_throughput(sides: list[Side], fetch, clients: int, rounds: int, pacs_pid: int) -> None:
+    """Interleaved rounds (a, b, c, a, b, c, ...) so that load from elsewhere hits every side alike; each side is
+    downloaded by the same client code with fresh connections per round. Records MB/s and, per side, the CPU
+    seconds the PACS, the clients and the relay spent, so that the table can say where the cores went."""
+    for side in sides:  # warm-up: caches on every side
+        fetch(side.url, side.headers, clients)
     for _ in range(rounds):
-        for t, r in zip(targets, results):
-            r.append(throughput(*t, clients))
-    return results
+        for side in sides:
+            p0, c0, r0, t0 = process_cpu(pacs_pid), client_cpu(), process_cpu(side.relay_pid), time.perf_counter()
+            rate = fetch(side.url, side.headers, clients)
+            wall = time.perf_counter() - t0
+            side.rates.append(rate)
+            side.cpu["pacs"] += process_cpu(pacs_pid) - p0
+            side.cpu["client"] += client_cpu() - c0
+            side.cpu["relay"] += process_cpu(side.relay_pid) - r0
+            side.cpu["wall"] += wall
+            side.cpu["mb"] += rate * wall
 
 
 def paired_ratio(side: list[float], base: list[float]) -> str:
@@ -313,8 +396,9 @@ def seed_qido(orthanc_url: str, conninfo: str, inbox: str, count: int) -> None:
 class Bench:
     """The running stack and the rows of the result table."""
 
-    def __init__(self, gw: GatewayProcess, ref: ReferenceProxy, orthanc, pg, auth: dict, inbox: str, work: Path):
-        self.gw, self.ref, self.orthanc, self.pg, self.auth = gw, ref, orthanc, pg, auth
+    def __init__(self, gw: GatewayProcess, ref: ReferenceProxy, splice: SpliceRelay, orthanc, pg, auth: dict,
+                 inbox: str, work: Path):
+        self.gw, self.ref, self.splice, self.orthanc, self.pg, self.auth = gw, ref, splice, orthanc, pg, auth
         self.inbox, self.work = inbox, work
         self.rows: list[tuple[str, str, str, str, str]] = []
 
@@ -342,24 +426,37 @@ class Bench:
         self.rows.append(("  reference: nginx byte pump, same STOW (MB/s)", f"{d:.0f}", f"{n:.0f}",
                           paired_ratio(rates["nginx"], rates["direct"]), ""))
         self.rows.append(("  gateway peak RSS during STOW (MB)", "-", f"{peak / MB:.0f}", "", ""))
-        # WADO-RS: the last series stored through the gateway, direct / via nginx / via the gateway
+        # WADO-RS: the last series stored through the gateway, direct / via nginx / via the gateway, fetched by a
+        # C client (curl) and by the Python client (httpx); the CPU rows say where the two cores went
         path = f"/studies/{study_g}/series/{series_g[0]}"
-        for clients, rounds in ((1, 7), (8, 5)):
-            cpu0 = self.gw.cpu_seconds()
-            d, n, g = compare_throughput([(self.orthanc.dicomweb_url + path, {"Accept": ACCEPT_DICOM}),
-                                          (self.ref.url + "/dicom-web" + path, {"Accept": ACCEPT_DICOM}),
-                                          (self.gw.url + "/api" + path, {"Accept": ACCEPT_DICOM, **self.auth})],
-                                         clients, rounds)
-            cpu = self.gw.cpu_seconds() - cpu0
-            self.rows.append((f"WADO-RS series {size:.0f} MB, {clients} client(s) (MB/s)",
-                              f"{statistics.median(d):.0f}", f"{statistics.median(g):.0f}", paired_ratio(g, d),
-                              ">= 0.90"))
-            self.rows.append((f"  reference: nginx byte pump, {clients} client(s) (MB/s)",
-                              f"{statistics.median(d):.0f}", f"{statistics.median(n):.0f}", paired_ratio(n, d), ""))
-            self.rows.append((f"  gateway vs nginx, {clients} client(s)", "-", "-", paired_ratio(g, n), ""))
-            streamed_gb = size * clients * (rounds + 1) / 1024
-            self.rows.append((f"  gateway CPU seconds per GB streamed ({clients} client(s))", "-",
-                              f"{cpu / streamed_gb:.2f}", "", ""))
+        accept = {"Accept": ACCEPT_DICOM}
+        for client, fetch in (("curl", curl_throughput), ("httpx", throughput)):
+            for clients, rounds in ((1, 7), (8, 5)):
+                direct = Side("direct", self.orthanc.dicomweb_url + path, accept)
+                nginx = Side("nginx", self.ref.url + "/dicom-web" + path, accept, self.ref.proc.pid)
+                splice = Side("splice", self.splice.url + "/dicom-web" + path, accept, self.splice.proc.pid)
+                gateway = Side("gateway", self.gw.url + "/api" + path, {**accept, **self.auth}, self.gw.proc.pid)
+                compare_throughput([direct, nginx, splice, gateway], fetch, clients, rounds, self.orthanc.process.pid)
+                self.wado_rows(f"{size:.0f} MB, {clients} {client} client(s)", direct, nginx, splice, gateway)
+
+    def wado_rows(self, label: str, d: Side, n: Side, z: Side, g: Side) -> None:
+        med = statistics.median
+        self.rows.append((f"WADO-RS series {label} (MB/s)", f"{med(d.rates):.0f}", f"{med(g.rates):.0f}",
+                          paired_ratio(g.rates, d.rates), ">= 0.90"))
+        self.rows.append(("  reference: nginx byte pump (MB/s)", f"{med(d.rates):.0f}", f"{med(n.rates):.0f}",
+                          paired_ratio(n.rates, d.rates), ""))
+        self.rows.append(("  reference: zero-copy splice relay (MB/s)", f"{med(d.rates):.0f}", f"{med(z.rates):.0f}",
+                          paired_ratio(z.rates, d.rates), ""))
+        self.rows.append(("  gateway vs nginx", "-", "-", paired_ratio(g.rates, n.rates), ""))
+        total = {s.name: s.per_gb("pacs") + s.per_gb("client") + s.per_gb("relay") for s in (d, n, z, g)}
+        self.rows.append(("  CPU s/GB: relay (nginx / splice / gateway)", "-",
+                          f"{n.per_gb('relay'):.2f} / {z.per_gb('relay'):.2f} / {g.per_gb('relay'):.2f}", "", ""))
+        self.rows.append(("  CPU s/GB: PACS + client + relay", f"{total['direct']:.2f}", f"{total['gateway']:.2f}",
+                          f"{total['direct'] / total['gateway']:.2f} = ceiling if CPU-bound", ""))
+        self.rows.append(("  same, zero-copy splice relay", f"{total['direct']:.2f}", f"{total['splice']:.2f}",
+                          f"{total['direct'] / total['splice']:.2f} = ceiling if CPU-bound", ""))
+        self.rows.append((f"  cores busy (of {os.cpu_count()})", f"{d.cpu_busy():.1f}", f"{g.cpu_busy():.1f}", "",
+                          ""))
 
     def qido(self, count: int) -> None:
         # N studies in Orthanc and in the index (same UIDs and attributes)
@@ -406,12 +503,13 @@ def main() -> int:
     pg = start_postgres()
     orthanc = start_orthanc(work / "orthanc")
     oidc = start_provider()
-    gw = ref = None
+    gw = ref = splice = None
     bench = None
     load0 = os.getloadavg()
     t0 = time.monotonic()
     try:
         ref = ReferenceProxy(orthanc.dicomweb_url, work)
+        splice = SpliceRelay(orthanc.dicomweb_url)
         port = free_port()
         env = dict(os.environ, KHEOPS_GW_DATABASE_URL=pg.url, KHEOPS_GW_DATABASE_PASSWORD=pg.password,
                    KHEOPS_GW_PACS_URL=orthanc.dicomweb_url, KHEOPS_GW_OIDC_ISSUER=oidc.issuer,
@@ -424,7 +522,7 @@ def main() -> int:
         assert httpx.get(gw.url + "/api/inboxinfo", headers=auth).status_code == 200
         with psycopg.connect(pg.conninfo) as conn:
             inbox = conn.execute("SELECT inbox_id FROM users WHERE sub = 'bench-user'").fetchone()[0]
-        bench = Bench(gw, ref, orthanc, pg, auth, inbox, work)
+        bench = Bench(gw, ref, splice, orthanc, pg, auth, inbox, work)
         bench.rows.append(("gateway RSS at rest (MB)", "-", f"{gw.status('VmRSS') / MB:.0f}", "", ""))
         if "wado" in parts:
             bench.stow_and_wado(200 * MB // scale)
@@ -437,6 +535,8 @@ def main() -> int:
             gw.stop()
         if ref is not None:
             ref.stop()
+        if splice is not None:
+            splice.stop()
         oidc.stop()
         orthanc.stop()
         stop_postgres(pg)
