@@ -164,17 +164,19 @@ def load_settings(
     flags: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Merge defaults < file < environment < flags and validate the result.
+    """Merge defaults < ``site_dir/kheops.toml`` < ``config_file`` < environment < flags and validate the result.
 
-    ``config_file`` (``--config``) wins over ``site_dir/kheops.toml`` when given; ``flags`` maps dotted key
-    paths (``"site.root_url"``) to values. Raises ConfigError naming the key path of the first problem.
+    ``config_file`` (``--config``) is layered over the site's own file rather than replacing it: that file also
+    records what ``secure`` set (mode, TLS), and a re-run with ``--config`` must never silently turn a secured
+    site back to plain HTTP. ``flags`` maps dotted key paths (``"site.root_url"``) to values. Raises
+    ConfigError naming the key path of the first problem.
     """
     merged: dict[str, Any] = {}
-    source = config_file if config_file is not None else site_dir / CONFIG_FILE
     if config_file is not None and not config_file.is_file():
         raise ConfigError(f"config file {config_file} not found", hint="check the --config path")
-    if source.is_file():
-        _deep_merge(merged, _read_toml(source))
+    for source in (site_dir / CONFIG_FILE, config_file):
+        if source is not None and source.is_file():
+            _deep_merge(merged, _read_toml(source))
     _deep_merge(merged, env_overrides(os.environ if environ is None else environ))
     for dotted, value in (flags or {}).items():
         if value is None:

@@ -81,3 +81,22 @@ def test_capability_tokens_for_a_keycloak_user(keycloak_gateway, alice):
         "expiration_time": (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()})
     assert r.status_code == 201
     assert get(keycloak_gateway, r.json()["secret"]).status_code == 200
+
+
+def test_impersonation_by_the_admin_reaches_the_audit_trail(keycloak_gateway, keycloak):
+    """The realm's IMPERSONATOR_ID mapper, a real impersonation and the gateway's event log, end to end."""
+    user_id = keycloak.create_user("bob", "bob-password-1", "bob@example.org", "Bob", "Builder")
+    tokens = keycloak.impersonated_tokens(user_id)
+    claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
+    admin_id = keycloak.master_admin_id()
+    assert claims["sub"] == user_id and claims["act"] == {"sub": admin_id}
+    auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+    r = httpx.post(keycloak_gateway + "/api/albums", data={"name": "opened by the helpdesk"}, headers=auth, timeout=30)
+    assert r.status_code == 201, r.text
+    events = httpx.get(keycloak_gateway + f"/api/albums/{r.json()['album_id']}/events", headers=auth, timeout=30)
+    event = events.json()[0]
+    assert event["mutation_type"] == "CREATE_ALBUM"
+    assert event["source"]["sub"] == user_id and event["actor"] == admin_id
+    # the user's own login (no impersonation) carries no actor
+    own = keycloak.user_tokens("bob", "bob-password-1")
+    assert "act" not in jwt.decode(own["access_token"], options={"verify_signature": False})

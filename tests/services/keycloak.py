@@ -162,6 +162,36 @@ class KeycloakService:
             r.raise_for_status()
             return r.json()
 
+    def impersonated_tokens(self, user_id: str, client_id: str = "loginConnect") -> dict:
+        """Real tokens of ``user_id`` in a session opened by the master admin's impersonation (the admin
+        console's "Impersonate" button): the same browser flow, started from the session cookies that the
+        impersonation endpoint sets. Keycloak notes the admin in the session (IMPERSONATOR_ID)."""
+        verifier = secrets.token_urlsafe(48)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        auth_url = f"{self.issuer}/protocol/openid-connect/auth"
+        with httpx.Client(timeout=30, follow_redirects=False) as http:
+            r = http.post(f"{self.base_url}/admin/realms/{REALM}/users/{user_id}/impersonation",
+                          headers={"Authorization": f"Bearer {self.admin_token()}"})
+            r.raise_for_status()
+            for cookie in http.cookies.jar:
+                cookie.secure = False
+            r = http.get(auth_url, params={
+                "client_id": client_id, "redirect_uri": REDIRECT_URI, "response_type": "code",
+                "scope": "openid", "state": "st", "code_challenge": challenge, "code_challenge_method": "S256"})
+            assert r.status_code == 302, f"the impersonated session did not log in: {r.status_code}"
+            code = parse_qs(urlparse(urljoin(auth_url, r.headers["location"])).query)["code"][0]
+            r = http.post(f"{self.issuer}/protocol/openid-connect/token", data={
+                "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
+                "client_id": client_id, "code_verifier": verifier})
+            r.raise_for_status()
+            return r.json()
+
+    def master_admin_id(self) -> str:
+        r = httpx.get(f"{self.base_url}/admin/realms/master/users", params={"username": "admin", "exact": "true"},
+                      headers={"Authorization": f"Bearer {self.admin_token()}"}, timeout=30)
+        r.raise_for_status()
+        return r.json()[0]["id"]
+
     def service_token(self) -> str:
         """The confidential client ``kheopsctl``'s own access token (client-credentials grant)."""
         r = httpx.post(f"{self.issuer}/protocol/openid-connect/token", data={

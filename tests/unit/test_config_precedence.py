@@ -37,11 +37,22 @@ def test_file_then_env_then_flags(tmp_path):
     assert s.issuer == "http://c.example:8002/realms/kheops"
 
 
-def test_config_flag_replaces_site_file(tmp_path):
-    write(tmp_path / "kheops.toml", "[ports]\nhttp = 8001\n")
+def test_config_flag_is_layered_over_the_site_file(tmp_path):
+    write(tmp_path / "kheops.toml", "[ports]\nhttp = 8001\nkeycloak = 8002\n")
     other = write(tmp_path / "other.toml", "[ports]\nkeycloak = 8003\n")
     s = load_settings(tmp_path, config_file=other, environ={})
-    assert s.ports.http == 80 and s.ports.keycloak == 8003
+    assert s.ports.http == 8001 and s.ports.keycloak == 8003
+    s = load_settings(tmp_path, config_file=other, environ={"KHEOPS_PORTS__KEYCLOAK": "8004"})
+    assert s.ports.keycloak == 8004
+
+
+def test_config_flag_keeps_a_secured_site_secured(tmp_path):
+    """``secure`` records the mode in DIR/kheops.toml; an install re-run with --config must not drop it."""
+    write(tmp_path / "kheops.toml", "[site]\nroot_url = 'https://pacs.example.org'\nmode = 'custom'\n")
+    other = write(tmp_path / "images.toml", "[images]\nnginx = 'registry.local/nginx:1.22'\n")
+    s = load_settings(tmp_path, config_file=other, environ={})
+    assert s.secured and s.site.mode == "custom" and s.root_url == "https://pacs.example.org"
+    assert s.images.nginx == "registry.local/nginx:1.22"
 
 
 def test_images_are_settings(tmp_path):
