@@ -20,6 +20,13 @@ if [ "$(id -u)" = 0 ]; then
                 ;;
         esac
     done
+    # the Unix socket's directory (a volume shared with nginx) must be writable by the unprivileged user
+    if [ -n "${KHEOPS_GW_LISTEN_SOCKET:-}" ]; then
+        sockdir=$(dirname "$KHEOPS_GW_LISTEN_SOCKET")
+        mkdir -p "$sockdir"
+        chown kheops:kheops "$sockdir"
+        chmod 0755 "$sockdir"
+    fi
     exec setpriv --reuid=kheops --regid=kheops --init-groups --inh-caps=-all "$@"
 fi
 exec "$@"

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import signal
+import socket
+import stat
+from pathlib import Path
 
 import typer
 
@@ -46,11 +51,41 @@ def serve(
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)
+    sockets = None
+    if settings.listen_socket:
+        try:
+            sockets = [config.bind_socket(), _unix_listener(settings.listen_socket)]
+        except OSError as exc:
+            raise KheopsError(f"cannot listen: {exc.strerror or exc}",
+                              "check KHEOPS_GW_LISTEN_SOCKET's directory and KHEOPS_GW_LISTEN_HOST/PORT") from None
     # uvicorn re-raises the SIGTERM it handled once it has shut down gracefully; a clean stop should exit 0
     signal.signal(signal.SIGTERM, lambda *_: None)
-    server.run()
+    try:
+        server.run(sockets=sockets)
+    finally:
+        if settings.listen_socket and server.started:
+            Path(settings.listen_socket).unlink(missing_ok=True)
     if not server.started:
         raise KheopsError("the gateway did not start", "see the log lines above (database reachable? port free?)")
+
+
+def _unix_listener(path: str) -> socket.socket:
+    """A Unix stream socket at ``path``: a stale one left by a previous container is replaced, anything else
+    there is refused. Mode 0666: who may connect is decided by who can reach the directory (a volume that only
+    the gateway and nginx mount)."""
+    target = Path(path)
+    if target.exists() or target.is_symlink():
+        if not stat.S_ISSOCK(target.lstat().st_mode):
+            raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+        target.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, 0o666)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 @app.command("migrate")

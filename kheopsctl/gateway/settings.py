@@ -42,6 +42,8 @@ class GatewaySettings:
     metrics_token: str = field(default="", repr=False)
     listen_host: str = "0.0.0.0"
     listen_port: int = 8000
+    # also listen on this Unix socket (the deployed nginx relays through it: no TCP, no bridge on that hop)
+    listen_socket: str = ""
     log_level: str = "info"
     # extra CA bundle (PEM) for outbound TLS (PACS, Keycloak) behind TLS-inspecting proxies
     ca_bundle: str = ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -88,3 +89,59 @@ def test_serve_runs_logs_json_and_stops_on_sigterm(pg, oidc):
     lines = [json.loads(line) for line in out.splitlines() if line.strip()]
     assert any(line.get("access", {}).get("target") == "/api/albums" for line in lines)
     assert token not in out and token not in err
+
+
+def _wait_live(url: str, proc, transport=None) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with httpx.Client(transport=transport) as c:
+                if c.get(url).status_code == 200:
+                    return
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+def test_serve_also_listens_on_a_unix_socket(pg, oidc, tmp_path):
+    """KHEOPS_GW_LISTEN_SOCKET (the deployed nginx relays through it): the same API on the socket and on TCP, a
+    stale socket from a previous run replaced, the socket gone after a clean stop."""
+    sock = tmp_path / "gw.sock"
+    with socket.socket(socket.AF_UNIX) as stale:
+        stale.bind(str(sock))  # what a killed container leaves behind
+    port = free_port()
+    env = env_for(pg, pg.service.url, KHEOPS_GW_OIDC_ISSUER=oidc.issuer, KHEOPS_GW_OIDC_JWKS_URL=oidc.jwks_url,
+                  KHEOPS_GW_METRICS_PORT="0", KHEOPS_GW_LISTEN_SOCKET=str(sock))
+    proc = subprocess.Popen([*KHEOPSCTL, "gateway", "serve", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    uds = httpx.HTTPTransport(uds=str(sock))
+    try:
+        _wait_live("http://gateway/health/live", proc, uds)
+        _wait_live(f"http://127.0.0.1:{port}/health/live", proc)
+        assert oct(sock.stat().st_mode & 0o777) == "0o666"
+        token = oidc.token_for("uds-user", email="uds@example.org")
+        with httpx.Client(transport=uds) as c:
+            r = c.get("http://gateway/api/albums", headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 200 and r.json() == []
+            assert c.get("http://gateway/api/albums").status_code == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert not sock.exists()
+
+
+def test_serve_refuses_to_replace_a_file_that_is_not_a_socket(pg, tmp_path):
+    target = tmp_path / "gw.sock"
+    target.write_text("not a socket")
+    env = env_for(pg, pg.service.url, KHEOPS_GW_OIDC_ISSUER="http://127.0.0.1:1/realms/x",
+                  KHEOPS_GW_METRICS_PORT="0", KHEOPS_GW_LISTEN_SOCKET=str(target))
+    r = subprocess.run([*KHEOPSCTL, "gateway", "serve", "--host", "127.0.0.1", "--port", str(free_port())],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert lines[-2].startswith("error: cannot listen") and "not a socket" in lines[-2]
+    assert lines[-1].startswith("hint:")
+    assert target.read_text() == "not a socket"

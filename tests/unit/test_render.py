@@ -51,7 +51,13 @@ def test_default_site_compose_is_valid(tmp_path):
     assert gw_env["KHEOPS_GW_PACS_URL"] == "http://orthanc:8042/dicom-web"
     assert gw_env["KHEOPS_GW_OIDC_ISSUER"] == "http://127.0.0.1:8080/realms/kheops"
     assert gw_env["KHEOPS_GW_OIDC_JWKS_URL"] == "http://keycloak:8080/realms/kheops/protocol/openid-connect/certs"
-    assert set(doc["volumes"]) == {"pgdata", "orthanc-data"}
+    assert set(doc["volumes"]) == {"pgdata", "orthanc-data", "gateway-socket"}
+    # nginx reaches the gateway through its Unix socket: only those two mount that volume, nginx read-only
+    mounts = {name: [v for v in svc.get("volumes", []) if v.startswith("gateway-socket:")]
+              for name, svc in services.items()}
+    assert mounts == {"postgres": [], "keycloak": [], "orthanc": [], "gateway": ["gateway-socket:/run/kheops-socket"],
+                      "nginx": ["gateway-socket:/run/kheops-socket:ro"]}
+    assert gw_env["KHEOPS_GW_LISTEN_SOCKET"] == "/run/kheops-socket/gateway.sock"
     # no secret value ever lands in the compose file
     text = layout.compose.read_text()
     assert "PASSWORD:" not in text.replace("PASSWORD_FILE:", "")
@@ -61,7 +67,8 @@ def test_nginx_streams_and_accepts_large_uploads(tmp_path):
     layout, _ = render(tmp_path, {})
     conf = layout.nginx_conf.read_text()
     for needle in ("client_max_body_size 20g;", "proxy_request_buffering off;", "proxy_buffering off;",
-                   "location /api/", "location /health/", "http://gateway:8000"):
+                   "location /api/", "location /health/", "server unix:/run/kheops-socket/gateway.sock",
+                   "proxy_pass http://kheops_gateway;"):
         assert needle in conf
 
 
