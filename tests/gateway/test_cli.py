@@ -61,36 +61,6 @@ def test_bad_settings_exit_2():
     assert r.returncode == 2 and "error:" in r.stderr and "hint:" in r.stderr
 
 
-def test_serve_runs_logs_json_and_stops_on_sigterm(pg, oidc):
-    port = free_port()
-    env = env_for(pg, pg.service.url, KHEOPS_GW_OIDC_ISSUER=oidc.issuer, KHEOPS_GW_OIDC_JWKS_URL=oidc.jwks_url,
-                  KHEOPS_GW_METRICS_PORT="0")
-    proc = subprocess.Popen([*KHEOPSCTL, "gateway", "serve", "--host", "127.0.0.1", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health/live").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stderr.read()
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-        token = oidc.token_for("cli-user", email="cli@example.org")
-        r = httpx.get(f"http://127.0.0.1:{port}/api/albums", headers={"Authorization": f"Bearer {token}"})
-        assert r.status_code == 200
-        assert httpx.get(f"http://127.0.0.1:{port}/health/ready").json()["checks"]["database"] == "ok"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 0
-    lines = [json.loads(line) for line in out.splitlines() if line.strip()]
-    assert any(line.get("access", {}).get("target") == "/api/albums" for line in lines)
-    assert token not in out and token not in err
-
-
 def _wait_live(url: str, proc, transport=None) -> None:
     deadline = time.monotonic() + 30
     while True:
@@ -103,6 +73,27 @@ def _wait_live(url: str, proc, transport=None) -> None:
         assert proc.poll() is None, proc.stderr.read()
         assert time.monotonic() < deadline
         time.sleep(0.2)
+
+
+def test_serve_runs_logs_json_and_stops_on_sigterm(pg, oidc):
+    port = free_port()
+    env = env_for(pg, pg.service.url, KHEOPS_GW_OIDC_ISSUER=oidc.issuer, KHEOPS_GW_OIDC_JWKS_URL=oidc.jwks_url,
+                  KHEOPS_GW_METRICS_PORT="0")
+    proc = subprocess.Popen([*KHEOPSCTL, "gateway", "serve", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_live(f"http://127.0.0.1:{port}/health/live", proc)
+        token = oidc.token_for("cli-user", email="cli@example.org")
+        r = httpx.get(f"http://127.0.0.1:{port}/api/albums", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/health/ready").json()["checks"]["database"] == "ok"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    lines = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert any(line.get("access", {}).get("target") == "/api/albums" for line in lines)
+    assert token not in out and token not in err
 
 
 def test_serve_also_listens_on_a_unix_socket(pg, oidc, tmp_path):

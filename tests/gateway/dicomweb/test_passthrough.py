@@ -41,6 +41,12 @@ async def read_request(reader) -> bytes:
     return await reader.readuntil(b"\r\n\r\n")
 
 
+async def serve_and_fetch(handler) -> tuple[int, dict, bytes]:
+    server, url = await serve(handler)
+    async with server:
+        return await fetch(url)
+
+
 async def fetch(url: str) -> tuple[int, dict, bytes]:
     resp = await passthrough.raw_get(url + "/x", {"Accept": "*/*"}, ssl_context=None, basic=("u", "p"))
     out = bytearray()
@@ -66,12 +72,7 @@ def test_content_length_body_is_relayed_byte_for_byte(loop_name, size):
         await reader.read()  # keep the connection open until the relay closes it: it must end on Content-Length
         writer.close()
 
-    async def go():
-        server, url = await serve(handler)
-        async with server:
-            return await fetch(url)
-
-    status, headers, got = run(loop_name, go)
+    status, headers, got = run(loop_name, lambda: serve_and_fetch(handler))
     assert status == 200 and headers["content-type"] == "application/dicom"
     assert hashlib.sha256(got).digest() == hashlib.sha256(body).digest() and len(got) == size
     request = seen["request"].decode()
@@ -89,12 +90,7 @@ def test_close_delimited_body_ends_at_eof(loop_name):
         await writer.drain()
         writer.close()
 
-    async def go():
-        server, url = await serve(handler)
-        async with server:
-            return await fetch(url)
-
-    status, headers, got = run(loop_name, go)
+    status, headers, got = run(loop_name, lambda: serve_and_fetch(handler))
     assert status == 200 and "content-length" not in headers and got == body
 
 
