@@ -47,7 +47,8 @@ def serve(
     gwlogging.configure(settings.log_level)
     config = uvicorn.Config(
         create_app(settings), host=settings.listen_host, port=settings.listen_port, log_config=None,
-        access_log=False, proxy_headers=True, forwarded_allow_ips="*", server_header=False, lifespan="on",
+        access_log=False, proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips, server_header=False,
+        lifespan="on",
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)

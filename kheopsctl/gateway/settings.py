@@ -44,6 +44,9 @@ class GatewaySettings:
     listen_port: int = 8000
     # also listen on this Unix socket (the deployed nginx relays through it: no TCP, no bridge on that hop)
     listen_socket: str = ""
+    # peers whose X-Forwarded-For / -Proto are believed ("*": any; the install sets it, only nginx reaches the
+    # gateway there and nginx replaces the client's header). Others' headers are ignored, the peer is logged.
+    forwarded_allow_ips: str = "127.0.0.1"
     log_level: str = "info"
     # extra CA bundle (PEM) for outbound TLS (PACS, Keycloak) behind TLS-inspecting proxies
     ca_bundle: str = ""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import stat
+import time
+import uuid
 
 import httpx
 import jwt
@@ -56,6 +59,25 @@ def test_user_token_reaches_the_gateway_through_nginx(installed_stack):
     forged = httpx.get(api, headers={"Authorization": f"Bearer {header}.{payload}.AAAA"}, timeout=30)
     assert forged.status_code == 401
     assert httpx.get(api, timeout=30).status_code == 401
+
+
+def test_a_client_cannot_choose_the_address_the_gateway_logs(installed_stack):
+    """nginx replaces the client's X-Forwarded-For, and the gateway believes only that (the audit trail's
+    client address must be the one nginx saw)."""
+    marker = f"/api/albums?probe={uuid.uuid4().hex}"
+    r = httpx.get(installed_stack.http_url + marker, headers={"X-Forwarded-For": "203.0.113.7"}, timeout=30)
+    assert r.status_code == 401
+    lines = []
+    for _ in range(20):  # the log line is written when the response ends
+        out = installed_stack.run("logs", "gateway", "--tail", "200")
+        lines = [json.loads(x[x.index("{"):]) for x in out.stdout.splitlines() if "{" in x and marker in x]
+        if lines:
+            break
+        time.sleep(0.5)
+    assert lines, "the request is not in the gateway's access log"
+    client = lines[-1]["access"]["client"]
+    assert client and client != "203.0.113.7"
+    ipaddress.ip_address(client)  # the address nginx saw: Docker's bridge or docker-proxy
 
 
 def test_service_account_token_is_accepted(installed_stack):

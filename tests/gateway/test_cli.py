@@ -136,3 +136,25 @@ def test_serve_refuses_to_replace_a_file_that_is_not_a_socket(pg, tmp_path):
     assert lines[-2].startswith("error: cannot listen") and "not a socket" in lines[-2]
     assert lines[-1].startswith("hint:")
     assert target.read_text() == "not a socket"
+
+
+def test_forwarded_for_is_believed_only_from_allowed_peers(pg, oidc):
+    """A client must not choose the address the access log records: X-Forwarded-For counts only when the peer is
+    in KHEOPS_GW_FORWARDED_ALLOW_IPS (default 127.0.0.1, the way a local proxy reaches the gateway)."""
+    logged = {}
+    for allow in ("10.9.9.9", "127.0.0.1"):
+        port = free_port()
+        env = env_for(pg, pg.service.url, KHEOPS_GW_OIDC_ISSUER=oidc.issuer, KHEOPS_GW_OIDC_JWKS_URL=oidc.jwks_url,
+                      KHEOPS_GW_METRICS_PORT="0", KHEOPS_GW_FORWARDED_ALLOW_IPS=allow)
+        proc = subprocess.Popen([*KHEOPSCTL, "gateway", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            _wait_live(f"http://127.0.0.1:{port}/health/live", proc)
+            httpx.get(f"http://127.0.0.1:{port}/api/albums?probe=xff", headers={"X-Forwarded-For": "203.0.113.7"})
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=20)
+        lines = [json.loads(line) for line in out.splitlines() if line.strip().startswith("{")]
+        logged[allow] = next(line["access"]["client"] for line in lines
+                             if line.get("access", {}).get("target") == "/api/albums?probe=xff")
+    assert logged == {"10.9.9.9": "127.0.0.1", "127.0.0.1": "203.0.113.7"}
