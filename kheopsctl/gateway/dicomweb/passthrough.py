@@ -3,7 +3,8 @@
 Asking HTTP/1.0 means the PACS answers with a Content-Length or closes at the end (never chunked), so the body
 is the socket's bytes as they come. The event loop reads the socket straight into a fresh 1 MiB buffer whose
 view is handed to the client's transport: no copy in user space and no HTTP parser on the body. SO_RCVLOWAT
-makes the kernel wake the relay only once 256 KiB have arrived (never more than the bytes still due), so a
+makes the kernel wake the relay only once 256 KiB have arrived (never more than the bytes still due; not
+under TLS, whose layer buffers partial records), so a
 200 MB series costs a few hundred wake-ups instead of thousands. Flow control: reading pauses while a few
 buffers wait. Used for series / instance retrieval (the bulk of the bytes); everything else goes through httpx.
 """
@@ -45,7 +46,9 @@ class _Body(asyncio.BufferedProtocol):
         # a fresh buffer each time: the one handed on may still be referenced by the client transport
         if self._buf is None:
             self._buf = bytearray(READ_SIZE)
-        return self._buf
+        # a memoryview, not the bytearray: asyncio's TLS layer fills the rest of a short read through buf[n:],
+        # which on a bytearray would be a copy (the bytes would be lost)
+        return memoryview(self._buf)
 
     def buffer_updated(self, nbytes):
         # the event loop still holds an export of the buffer here, so it is sliced by view, not resized
@@ -96,7 +99,12 @@ class RawResponse:
         self._lowat = 1
 
     def _set_low_water(self, nbytes: int) -> None:
-        sock = self._proto.transport.get_extra_info("socket") if self._proto.transport else None
+        transport = self._proto.transport
+        # Not under TLS: the TLS layer keeps raw bytes of partial records in user space, so the socket may never
+        # hold as many bytes as the body still owes, and a low-water mark could wait forever.
+        if transport is None or transport.get_extra_info("ssl_object") is not None:
+            return
+        sock = transport.get_extra_info("socket")
         if sock is None:
             return
         try:

@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import os
 import socket
+import ssl
 
 import pytest
 import uvloop
@@ -166,3 +167,40 @@ def test_unreachable_and_silent_upstreams(loop_name, monkeypatch):
     unreachable, timeout = run(loop_name, go)
     assert unreachable.status == 502 and "127.0.0.1" not in unreachable.message
     assert timeout.status == 504
+
+
+@pytest.mark.parametrize("loop_name", sorted(LOOPS))
+def test_https_pacs_body_is_relayed_and_verified(loop_name, tmp_path):
+    """An https PACS (the external kinds): the same buffered reads under TLS, the certificate verified."""
+    from tests.secure.pki import issue
+
+    root = issue("test root", ca=True)
+    leaf = issue("127.0.0.1", root, names=["127.0.0.1"])
+    (tmp_path / "cert.pem").write_bytes(leaf.pem)
+    (tmp_path / "key.pem").write_bytes(leaf.key_pem)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    trusting = ssl.create_default_context(cadata=root.pem.decode())
+    body = os.urandom(2 * passthrough.READ_SIZE + 777)
+
+    async def handler(reader, writer):
+        await read_request(reader)
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+        await reader.read()
+
+    async def go():
+        server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=server_ctx)
+        url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        async with server:
+            resp = await passthrough.raw_get(url + "/x", {}, ssl_context=trusting, basic=None)
+            got = bytearray()
+            async for chunk in resp.body():
+                got += chunk
+            with pytest.raises(ApiError) as untrusted:  # the default context does not know the test root
+                await passthrough.raw_get(url + "/x", {}, ssl_context=None, basic=None)
+            return bytes(got), untrusted.value
+
+    got, untrusted = run(loop_name, go)
+    assert got == body
+    assert untrusted.status == 502
