@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Literal
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -38,6 +39,8 @@ class CapabilityGrant:
     write: bool
     appropriate: bool
     download: bool
+    # a viewer token: read-only, this study only, DICOMweb GETs only
+    study_uid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ class _CapabilityRow:
 
 _CAPABILITY_SQL = (
     "SELECT c.id, c.scope_type, c.album_id, c.read_permission, c.write_permission, c.appropriate_permission,"
-    " c.download_permission, c.expiration_time, c.not_before_time, c.revoked_time IS NOT NULL AS revoked,"
+    " c.download_permission, c.study_uid, c.expiration_time, c.not_before_time, c.revoked_time IS NOT NULL AS revoked,"
     " u.id AS user_id, u.sub, u.email, u.name, u.inbox_id"
     " FROM capabilities c JOIN users u ON u.id = c.user_id WHERE c.secret_hash = %s"
 )
@@ -140,6 +143,7 @@ class Authenticator:
                 grant=CapabilityGrant(
                     found["id"], found["scope_type"], found["album_id"], found["read_permission"],
                     found["write_permission"], found["appropriate_permission"], found["download_permission"],
+                    found["study_uid"],
                 ),
                 user_id=found["user_id"], sub=found["sub"], email=found["email"], name=found["name"],
                 inbox_id=found["inbox_id"], expiration_time=found["expiration_time"],
@@ -201,6 +205,23 @@ def split_link(path: str) -> tuple[str, str] | None:
     return token, "/api/" + rest if sep else "/api/"
 
 
+def check_viewer_request(scope: Scope, study_uid: str) -> None:
+    """A viewer token reads one study through DICOMweb and does nothing else: GET / HEAD under
+    ``/api/studies/<its study>``, a study search (narrowed to that study by the QIDO code) and WADO-URI for it."""
+    path, method = scope["path"], scope["method"]
+    if method not in ("GET", "HEAD"):
+        raise ApiError(403, "a viewer token can only read")
+    if path in ("/api/studies", "/api/studies/"):
+        return
+    if path == f"/api/studies/{study_uid}" or path.startswith(f"/api/studies/{study_uid}/"):
+        return
+    if path == "/api/wado":
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        if query.get("studyUID") == study_uid:
+            return
+    raise ApiError(403, "a viewer token is limited to its study")
+
+
 class AuthMiddleware:
     """Pure ASGI middleware (streaming bodies pass untouched) guarding ``/api``."""
 
@@ -229,7 +250,10 @@ class AuthMiddleware:
             if not token:
                 raise unauthorized()
             authenticator: Authenticator = scope["app"].state.auth
-            scope["principal"] = await authenticator.authenticate(token, via_link)
+            found = await authenticator.authenticate(token, via_link)
+            if found.capability is not None and found.capability.study_uid is not None:
+                check_viewer_request(scope, found.capability.study_uid)
+            scope["principal"] = found
         except Exception as exc:  # noqa: BLE001 - ApiError or DB down: both get their proper reply
             await error_response(exc)(scope, receive, send)
             return

@@ -28,6 +28,7 @@ class NewCapability:
     write: bool
     appropriate: bool
     download: bool
+    study_uid: str | None = None  # a viewer token (read-only, this study only)
 
 
 async def create(conn: psycopg.AsyncConnection, owner_id: int, spec: NewCapability) -> tuple[dict, str]:
@@ -36,14 +37,20 @@ async def create(conn: psycopg.AsyncConnection, owner_id: int, spec: NewCapabili
     cap_id = ids.capability_id()
     await conn.execute(
         "INSERT INTO capabilities (id, secret_hash, title, scope_type, album_id, user_id, expiration_time,"
-        " not_before_time, read_permission, write_permission, appropriate_permission, download_permission)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " not_before_time, read_permission, write_permission, appropriate_permission, download_permission, study_uid)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (cap_id, ids.secret_hash(secret), spec.title, spec.scope_type, spec.album_id, owner_id, spec.expiration_time,
-         spec.not_before_time, spec.read, spec.write, spec.appropriate, spec.download),
+         spec.not_before_time, spec.read, spec.write, spec.appropriate, spec.download, spec.study_uid),
     )
     row = await get(conn, cap_id)
     assert row is not None
     return row, secret
+
+
+async def forget_expired_viewer_tokens(conn: psycopg.AsyncConnection) -> None:
+    """Viewer tokens are minted at every viewer launch: drop those expired for a day (nothing refers to them)."""
+    await conn.execute("DELETE FROM capabilities WHERE study_uid IS NOT NULL"
+                       " AND expiration_time < now() - interval '1 day'")
 
 
 async def get(conn: psycopg.AsyncConnection, cap_id: str) -> dict | None:
@@ -53,7 +60,7 @@ async def get(conn: psycopg.AsyncConnection, cap_id: str) -> dict | None:
 
 async def list_for(conn, *, owner_id: int | None = None, album_id: str | None = None, valid: bool | None = None,
                    limit: int = 100, offset: int = 0) -> tuple[list[dict], int]:
-    where, params = [], []
+    where, params = ["c.study_uid IS NULL"], []  # viewer tokens are short-lived and not managed by hand
     if owner_id is not None:
         where.append("c.user_id = %s")
         params.append(owner_id)

@@ -101,10 +101,16 @@ def document() -> dict:
                     "revoked": {"type": "boolean"}, "valid": {"type": "boolean"},
                     **{f"{k}_permission": {"type": "boolean"} for k in ("read", "write", "appropriate", "download")},
                 }},
+                "ViewerToken": {"type": "object", "properties": {
+                    "access_token": {"type": "string", "description": "shown once"},
+                    "token_type": {"const": "Bearer"}, "expires_in": {"type": "integer"},
+                    "study_instance_uid": {"type": "string"}, "id": {"type": "string"},
+                    "download_permission": {"type": "boolean"}}},
                 "Introspection": {"type": "object", "properties": {
                     "active": {"type": "boolean"}, "sub": {"type": "string"}, "scope": {"type": "string"},
                     "exp": {"type": "integer"}, "iat": {"type": "integer"}, "nbf": {"type": "integer"},
                     "album_id": {"type": "string"}, "cap_token": {"type": "string"},
+                    "study_uid": {"type": "string", "description": "viewer tokens: the one study they read"},
                     "act": {"type": "object", "properties": {"sub": {"type": "string"}}}}, "required": ["active"]},
             },
         },
@@ -164,6 +170,12 @@ def document() -> dict:
             },
             "/capabilities/{id}": {"get": _op("One token (never its secret)", _ok("token", "Capability"), [_CAP])},
             "/capabilities/{id}/revoke": {"post": _op("Revoke", _ok("revoked", "Capability"), [_CAP])},
+            "/studies/{study}/viewer-token": {"post": _op(
+                "A short-lived read-only token for one study (viewer launch); the secret is returned once",
+                _ok("created", "ViewerToken", status="201"),
+                [{"name": "study", "in": "path", "required": True, "schema": {"type": "string"}}],
+                {"required": False, "content": {"application/x-www-form-urlencoded": {"schema": {
+                    "type": "object", "properties": {"download_permission": {"type": "boolean"}}}}}})},
             "/token/introspect": {"post": _op("RFC 7662 introspection", _ok("answer", "Introspection"),
                                               body=_form({"token": {"type": "string"}}, ["token"]))},
         },

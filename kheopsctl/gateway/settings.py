@@ -37,6 +37,8 @@ class GatewaySettings:
     root_url: str = "http://127.0.0.1"
     # how long a per-series access decision may be cached (the revocation delay); at most 10
     access_cache_seconds: float = 5.0
+    # lifetime of a viewer token (POST /api/studies/<study>/viewer-token), 60 s to 12 h
+    viewer_token_seconds: int = 1800
     # Prometheus metrics: served on this separate port (0 disables); optionally also needs this bearer token
     metrics_port: int = 9090
     metrics_token: str = field(default="", repr=False)
@@ -72,6 +74,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> GatewaySettings:
         typ = type(f.default)
         values[name] = typ(raw) if typ in (int, float) else raw
     settings = GatewaySettings(**values)  # type: ignore[arg-type]
+    if not 60 <= settings.viewer_token_seconds <= 43200:
+        raise ValueError(f"{PREFIX}VIEWER_TOKEN_SECONDS must be between 60 and 43200")
     if settings.access_cache_seconds > 10:
         raise ValueError(f"{PREFIX}ACCESS_CACHE_SECONDS must be at most 10 (revocations must apply within 10 s)")
     return settings

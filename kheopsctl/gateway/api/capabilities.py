@@ -11,6 +11,7 @@ from starlette.routing import Route
 from kheopsctl.gateway import capabilities as caps
 from kheopsctl.gateway.api.forms import boolean, form, iso, paging, text, timestamp
 from kheopsctl.gateway.auth import Authenticator, Principal, principal, require_oidc
+from kheopsctl.gateway.dicomweb.access import check_uid, study_access
 from kheopsctl.gateway.errors import ApiError
 from kheopsctl.gateway.permissions import album_role
 
@@ -77,6 +78,31 @@ async def create_capability(request: Request) -> Response:
         row, secret = await caps.create(conn, p.user_id, spec)
     return JSONResponse(capability_json(row, secret), status_code=201,
                         headers={"Location": f"/api/capabilities/{row['id']}", "Cache-Control": "no-store"})
+
+
+async def create_viewer_token(request: Request) -> Response:
+    """A short-lived read-only token bound to one study, for launching a viewer on it: the viewer gets no
+    access to anything else the user can see, and no download unless asked for and allowed on every
+    visible series' album. Only the user's own OIDC token may mint one."""
+    p = require_oidc(request)
+    study = check_uid(request.path_params["study"])
+    values = await form(request)
+    download = boolean(values, "download_permission", False)
+    seconds = request.app.state.settings.viewer_token_seconds
+    now = datetime.now(timezone.utc)
+    async with request.app.state.db.connection() as conn:
+        acc = await study_access(conn, p, study)
+        if not acc.series:
+            raise ApiError(404, "not found")
+        if download and not all(a.download for a in acc.series.values()):
+            raise ApiError(403, "no download right on every series of this study")
+        spec = caps.NewCapability(f"viewer {study}", "user", None, now + timedelta(seconds=seconds), now,
+                                  read=True, write=False, appropriate=False, download=download, study_uid=study)
+        row, secret = await caps.create(conn, p.user_id, spec)
+        await caps.forget_expired_viewer_tokens(conn)
+    return JSONResponse({"access_token": secret, "token_type": "Bearer", "expires_in": seconds,
+                         "study_instance_uid": study, "id": row["id"], "download_permission": download},
+                        status_code=201, headers={"Cache-Control": "no-store"})
 
 
 async def list_capabilities(request: Request) -> Response:
@@ -156,6 +182,8 @@ async def introspect(request: Request) -> Response:
         data["nbf"] = int(row["not_before_time"].timestamp())
         if cap.album_id:
             data["album_id"] = cap.album_id
+        if cap.study_uid:
+            data["study_uid"] = cap.study_uid
     return JSONResponse(data, headers={"Cache-Control": "no-store"})
 
 
@@ -166,4 +194,5 @@ def routes() -> list[Route]:
         Route("/capabilities/{id}", get_capability, methods=["GET"]),
         Route("/capabilities/{id}/revoke", revoke_capability, methods=["POST"]),
         Route("/token/introspect", introspect, methods=["POST"]),
+        Route("/studies/{study}/viewer-token", create_viewer_token, methods=["POST"]),
     ]

@@ -93,7 +93,7 @@ class AccessDecider:
 
 async def study_access(conn: psycopg.AsyncConnection, principal, study_uid: str) -> StudyAccess:
     cap = principal.capability
-    if cap is not None and not cap.read:
+    if cap is not None and (not cap.read or (cap.study_uid is not None and cap.study_uid != study_uid)):
         return StudyAccess(study_uid, {})
     cur = await conn.execute(_SQL, (principal.user_id, study_uid))
     series: dict[str, SeriesAccess] = {}

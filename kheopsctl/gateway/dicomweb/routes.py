@@ -114,6 +114,9 @@ async def studies(request: Request) -> Response:
         return await stow.stow(request, _ctx(request), principal(request))
     ctx, p = _ctx(request), principal(request)
     q = qido.parse_study_query(request.query_params)
+    if p.capability is not None and p.capability.study_uid is not None:
+        q.where.append("st.study_uid = %s")
+        q.args.append(p.capability.study_uid)
     album = request.query_params.get("album")
     if request.query_params.get("inbox", "").lower() == "true":
         album = p.inbox_id
