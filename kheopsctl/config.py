@@ -95,6 +95,9 @@ class Gateway:
     ca_bundle: str = ""
     workers: int = 1
     log_level: str = "info"
+    # networks (CIDR, comma-separated) album webhooks may reach besides the public internet, e.g. the
+    # hospital network of an AI pipeline; the site's own containers stay unreachable unless listed
+    webhook_allowed_networks: str = ""
 
 
 @dataclass
@@ -335,6 +338,12 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"project: {s.project!r} must be lowercase letters, digits, - or _")
     if s.gateway.workers < 1:
         raise ConfigError("gateway.workers: must be at least 1")
+    for net in filter(None, (n.strip() for n in s.gateway.webhook_allowed_networks.split(","))):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"gateway.webhook_allowed_networks: {net!r} is not a network (CIDR)",
+                              hint="comma-separated, e.g. 10.20.0.0/16,192.168.5.10/32") from None
     if s.keycloak.access_token_lifespan < 30:
         raise ConfigError("keycloak.access_token_lifespan: must be at least 30 seconds")
 

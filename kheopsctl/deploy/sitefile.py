@@ -48,6 +48,7 @@ COMMENTS: dict[str, str] = {
     "pacs.bearer_token_file": "file holding a bearer token (read at start, never copied)",
     "gateway": "the bundled authorization gateway",
     "gateway.ca_bundle": "extra CA bundle (PEM) for image builds and outbound TLS (TLS-inspecting networks)",
+    "gateway.webhook_allowed_networks": "networks (CIDR, comma-separated) album webhooks may reach besides the internet",
     "tls": "certificates (used by `kheopsctl secure`)",
 }
 

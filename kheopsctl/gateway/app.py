@@ -23,6 +23,7 @@ from kheopsctl.gateway.logging import AccessLogMiddleware
 from kheopsctl.gateway.metrics import MetricsServer
 from kheopsctl.gateway.migrate import migrate_url
 from kheopsctl.gateway.settings import GatewaySettings
+from kheopsctl.gateway.webhooks import Deliverer
 
 log = logging.getLogger("kheopsctl.gateway")
 
@@ -65,6 +66,8 @@ def create_app(settings: GatewaySettings, *, migrate_wait_seconds: float = 60.0)
         app.state.jwks = jwks
         app.state.auth = Authenticator(db, validator, settings.access_cache_seconds)
         app.state.dicomweb = dw
+        deliverer = Deliverer(db, settings, tls_verify(settings))
+        await deliverer.start()
         metrics_server = None
         if settings.metrics_port:
             metrics_server = MetricsServer(settings.listen_host, settings.metrics_port, settings.metrics_token)
@@ -81,6 +84,7 @@ def create_app(settings: GatewaySettings, *, migrate_wait_seconds: float = 60.0)
         finally:
             if metrics_server is not None:
                 await metrics_server.stop()
+            await deliverer.stop()
             await http.aclose()
             await db.close()
 

@@ -19,6 +19,10 @@ _ALBUM = {"name": "album", "in": "path", "required": True, "schema": {"type": "s
 _USER = {"name": "user", "in": "path", "required": True, "description": "sub or email",
          "schema": {"type": "string"}}
 _CAP = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+_HOOK = {"name": {"type": "string", "maxLength": 255}, "url": {"type": "string", "format": "uri"},
+         "secret": {"type": "string", "minLength": 16, "maxLength": 256},
+         "events": {"type": "string", "description": "comma-separated: new_series, new_user, remove_series, delete_album"},
+         "enabled": {"type": "boolean"}}
 _FLAGS = {name: {"type": "boolean"} for name in
           ("addUser", "downloadSeries", "sendSeries", "deleteSeries", "addSeries", "writeComments")}
 
@@ -101,6 +105,18 @@ def document() -> dict:
                     "revoked": {"type": "boolean"}, "valid": {"type": "boolean"},
                     **{f"{k}_permission": {"type": "boolean"} for k in ("read", "write", "appropriate", "download")},
                 }},
+                "Webhook": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "album": {"type": "string"}, "name": {"type": "string"},
+                    "url": {"type": "string"}, "enabled": {"type": "boolean"},
+                    "events": {"type": "array", "items": {"enum": ["new_series", "new_user", "remove_series",
+                                                                   "delete_album"]}},
+                    "created_time": {"type": "string", "format": "date-time"},
+                    "deliveries": {"type": "array", "description": "latest 20 (one webhook only)", "items": {
+                        "type": "object", "properties": {
+                            "id": {"type": "integer"}, "event": {"type": "string"},
+                            "status": {"enum": ["pending", "delivered", "failed"]}, "attempts": {"type": "integer"},
+                            "last_status": {"type": ["integer", "null"]}, "last_error": {"type": ["string", "null"]},
+                            "created_time": {"type": "string"}, "done_time": {"type": ["string", "null"]}}}}}},
                 "ViewerToken": {"type": "object", "properties": {
                     "access_token": {"type": "string", "description": "shown once"},
                     "token_type": {"const": "Bearer"}, "expires_in": {"type": "integer"},
@@ -149,6 +165,18 @@ def document() -> dict:
             "/albums/{album}/comments": {"post": _op("Post a comment (writeComments)", _ok("posted", status="204"),
                                                      [_ALBUM], _form({"comment": {"type": "string", "maxLength": 1024}},
                                                                      ["comment"]))},
+            "/albums/{album}/webhooks": {
+                "get": _op("The album's webhooks (admins)", _ok("webhooks", "Webhook", True), [_ALBUM]),
+                "post": _op("Add a webhook (admins); the secret signs every delivery and is never returned",
+                            _ok("created", "Webhook", status="201"), [_ALBUM], _form(_HOOK, ["name", "url", "secret",
+                                                                                             "events"])),
+            },
+            "/albums/{album}/webhooks/{id}": {
+                "get": _op("One webhook with its latest deliveries", _ok("webhook", "Webhook"), [_ALBUM, _CAP]),
+                "patch": _op("Change a webhook", _ok("changed", "Webhook"), [_ALBUM, _CAP], _form(_HOOK)),
+                "delete": _op("Delete a webhook (pending deliveries are dropped)", _ok("deleted", status="204"),
+                              [_ALBUM, _CAP]),
+            },
             "/users": {"get": _op("Look up (reference=) or search (search=) users", _ok("user(s)", "User"), [
                 {"name": "reference", "in": "query", "schema": {"type": "string"}},
                 {"name": "search", "in": "query", "schema": {"type": "string", "minLength": 3}},

@@ -37,6 +37,12 @@ class GatewaySettings:
     root_url: str = "http://127.0.0.1"
     # how long a per-series access decision may be cached (the revocation delay); at most 10
     access_cache_seconds: float = 5.0
+    # album webhooks: networks (CIDR, comma-separated) deliveries may reach besides the public internet, the
+    # number of attempts, the first retry delay (doubling up to an hour) and the per-attempt timeout
+    webhook_allowed_networks: str = ""
+    webhook_max_attempts: int = 8
+    webhook_retry_seconds: float = 10.0
+    webhook_timeout_seconds: float = 10.0
     # lifetime of a viewer token (POST /api/studies/<study>/viewer-token), 60 s to 12 h
     viewer_token_seconds: int = 1800
     # Prometheus metrics: served on this separate port (0 disables); optionally also needs this bearer token
@@ -74,6 +80,11 @@ def from_env(environ: Mapping[str, str] | None = None) -> GatewaySettings:
         typ = type(f.default)
         values[name] = typ(raw) if typ in (int, float) else raw
     settings = GatewaySettings(**values)  # type: ignore[arg-type]
+    from kheopsctl.gateway.webhooks import parse_networks
+
+    parse_networks(settings.webhook_allowed_networks)  # a typo stops the start, not the first delivery
+    if settings.webhook_max_attempts < 1 or settings.webhook_retry_seconds <= 0 or settings.webhook_timeout_seconds <= 0:
+        raise ValueError(f"{PREFIX}WEBHOOK_MAX_ATTEMPTS, _RETRY_SECONDS and _TIMEOUT_SECONDS must be positive")
     if not 60 <= settings.viewer_token_seconds <= 43200:
         raise ValueError(f"{PREFIX}VIEWER_TOKEN_SECONDS must be between 60 and 43200")
     if settings.access_cache_seconds > 10:

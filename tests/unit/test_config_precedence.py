@@ -55,6 +55,13 @@ def test_config_flag_keeps_a_secured_site_secured(tmp_path):
     assert s.images.nginx == "registry.local/nginx:1.22"
 
 
+def test_webhook_networks_are_checked(tmp_path):
+    s = load_settings(tmp_path, environ={"KHEOPS_GATEWAY__WEBHOOK_ALLOWED_NETWORKS": "10.20.0.0/16, 192.168.5.10"})
+    assert s.gateway.webhook_allowed_networks == "10.20.0.0/16, 192.168.5.10"
+    with pytest.raises(ConfigError, match=r"^gateway.webhook_allowed_networks: 'intranet'"):
+        load_settings(tmp_path, environ={"KHEOPS_GATEWAY__WEBHOOK_ALLOWED_NETWORKS": "10.0.0.0/8,intranet"})
+
+
 def test_images_are_settings(tmp_path):
     s = load_settings(tmp_path, environ={"KHEOPS_IMAGES__NGINX": "registry.local/nginx:1.22"})
     assert s.images.nginx == "registry.local/nginx:1.22"

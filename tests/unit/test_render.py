@@ -58,6 +58,7 @@ def test_default_site_compose_is_valid(tmp_path):
     assert mounts == {"postgres": [], "keycloak": [], "orthanc": [], "gateway": ["gateway-socket:/run/kheops-socket"],
                       "nginx": ["gateway-socket:/run/kheops-socket:ro"]}
     assert gw_env["KHEOPS_GW_LISTEN_SOCKET"] == "/run/kheops-socket/gateway.sock"
+    assert gw_env["KHEOPS_GW_WEBHOOK_ALLOWED_NETWORKS"] == ""  # webhooks: the public internet only by default
     assert gw_env["KHEOPS_GW_FORWARDED_ALLOW_IPS"] == "*"  # safe only because nginx replaces the header:
     for template in ("nginx/kheops.conf.j2", "nginx/tls.conf.j2"):
         text = (templates_dir() / template).read_text()

@@ -7,7 +7,7 @@ from starlette.routing import BaseRoute
 
 def routes() -> list[BaseRoute]:
     from kheopsctl.gateway import openapi
-    from kheopsctl.gateway.api import albums, capabilities, inbox, users
+    from kheopsctl.gateway.api import albums, capabilities, inbox, users, webhooks
 
     return [
         *openapi.routes(),
@@ -15,4 +15,5 @@ def routes() -> list[BaseRoute]:
         *users.routes(),
         *inbox.routes(),
         *capabilities.routes(),
+        *webhooks.routes(),
     ]

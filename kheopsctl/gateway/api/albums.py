@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from kheopsctl.gateway import events, ids
+from kheopsctl.gateway import events, ids, webhooks
 from kheopsctl.gateway.api.forms import boolean, form, iso, paging, text
 from kheopsctl.gateway.auth import Principal, principal
 from kheopsctl.gateway.errors import ApiError
@@ -223,9 +223,10 @@ async def delete_album(request: Request) -> Response:
     p = principal(request)
     album_id = request.path_params["album"]
     async with request.app.state.db.connection() as conn:
-        _, r = await _member(conn, p, album_id)
+        row, r = await _member(conn, p, album_id)
         if not r.is_admin:
             raise ApiError(403, "only album admins may delete the album")
+        await webhooks.enqueue(conn, album_id, "delete_album", {"name": row["name"], **webhooks.source(p)})
         await conn.execute("DELETE FROM albums WHERE id = %s AND NOT is_inbox", (album_id,))
     return Response(status_code=204)
 
@@ -270,6 +271,8 @@ async def add_member(request: Request) -> Response:
         if await cur.fetchone() is None:
             return Response(status_code=204)
         await events.record(conn, album_id=album_id, principal=p, mutation_type="ADD_USER", target_user_id=user["id"])
+        await webhooks.enqueue(conn, album_id, "new_user", {"user": {"sub": user["sub"], "email": user["email"]},
+                                                            **webhooks.source(p)})
     return Response(status_code=201)
 
 

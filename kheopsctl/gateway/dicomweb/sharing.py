@@ -8,7 +8,7 @@ fresh data (no cache) and every change is recorded as an event.
 
 from __future__ import annotations
 
-from kheopsctl.gateway import events
+from kheopsctl.gateway import events, webhooks
 from kheopsctl.gateway.dicomweb.access import StudyAccess, study_access
 from kheopsctl.gateway.errors import ApiError
 from kheopsctl.gateway.permissions import album_rights
@@ -43,17 +43,22 @@ def _sendable(access: StudyAccess, series: list[str], source_album: str | None) 
 async def _add(conn, principal, target_album: str, study_uid: str, series: list[str], series_level: bool,
                target_user_id: int | None = None) -> int:
     added = 0
+    new: list[str] = []
     for s in series:
         cur = await conn.execute("INSERT INTO album_series (album_id, series_uid) VALUES (%s, %s)"
                                  " ON CONFLICT DO NOTHING RETURNING series_uid", (target_album, s))
         if await cur.fetchone() is not None:
             added += 1
+            new.append(s)
             if series_level:
                 await events.record(conn, album_id=target_album, principal=principal, mutation_type="IMPORT_SERIES",
                                     study_uid=study_uid, series_uid=s, target_user_id=target_user_id)
     if added and not series_level:
         await events.record(conn, album_id=target_album, principal=principal, mutation_type="IMPORT_STUDY",
                             study_uid=study_uid, target_user_id=target_user_id)
+    if new:
+        await webhooks.enqueue(conn, target_album, "new_series", {"study": study_uid, "series": new,
+                                                                  **webhooks.source(principal)})
     return added
 
 
@@ -102,6 +107,9 @@ async def remove(conn, principal, study_uid: str, series_uid: str | None, album:
         elif removed:
             await events.record(conn, album_id=album, principal=principal, mutation_type="REMOVE_STUDY",
                                 study_uid=study_uid)
+        if removed:
+            await webhooks.enqueue(conn, album, "remove_series", {"study": study_uid, "series": removed,
+                                                                  **webhooks.source(principal)})
         return len(removed)
 
 

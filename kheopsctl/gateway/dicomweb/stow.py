@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from starlette.responses import Response
 
-from kheopsctl.gateway import events
+from kheopsctl.gateway import events, webhooks
 from kheopsctl.gateway.dicomweb import index
 from kheopsctl.gateway.dicomweb.access import study_access
 from kheopsctl.gateway.dicomweb.dicomheader import InstanceHeader, read_header
@@ -250,6 +250,7 @@ async def _index_stored(ctx, principal, album: str, out: StowOutcome) -> None:
             by_series.setdefault(h.series_uid, h)
     if not by_series:
         return
+    added: dict[str, list[str]] = {}
     async with ctx.connection() as conn:
         async with conn.transaction():
             for series_uid, h in by_series.items():
@@ -260,6 +261,10 @@ async def _index_stored(ctx, principal, album: str, out: StowOutcome) -> None:
                 if await cur.fetchone() is not None:
                     await events.record(conn, album_id=album, principal=principal, mutation_type="IMPORT_SERIES",
                                         study_uid=h.study_uid, series_uid=series_uid)
+                    added.setdefault(h.study_uid, []).append(series_uid)
+            for study_uid, new in added.items():
+                await webhooks.enqueue(conn, album, "new_series", {"study": study_uid, "series": new,
+                                                                   **webhooks.source(principal)})
         studies: dict[str, list[str]] = {}
         for series_uid, h in by_series.items():
             studies.setdefault(h.study_uid, []).append(series_uid)

@@ -1,0 +1,207 @@
+"""Album webhooks: the outbox (deliveries written in the transaction of the change they report), the URL policy
+and the deliverer that sends them, HMAC-signed, with retries.
+
+A delivery is ``POST <url>`` with a JSON body and these headers:
+
+- ``X-Kheops-Event``: new_series | new_user | remove_series | delete_album
+- ``X-Kheops-Delivery``: the delivery id (the same on every retry: receivers can drop duplicates)
+- ``X-Kheops-Timestamp``: Unix seconds of this attempt
+- ``X-Kheops-Signature``: ``sha256=`` + hex HMAC-SHA256 of ``<timestamp>.<body>`` under the webhook's secret
+
+Where a delivery may go: an address on the public internet, or in ``KHEOPS_GW_WEBHOOK_ALLOWED_NETWORKS``.
+Loopback, link-local (cloud metadata), private and other special addresses are refused unless listed there, so a
+webhook cannot be aimed at the gateway's own neighbours (the database, the PACS, Keycloak). The check is made on
+every address the name resolves to, at creation for literal addresses and before each attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import socket
+import time
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from urllib.parse import urlsplit
+
+import httpx
+from psycopg.types.json import Jsonb
+
+from kheopsctl.gateway.errors import ApiError
+
+log = logging.getLogger("kheopsctl.gateway.webhooks")
+
+EVENTS = ("new_series", "new_user", "remove_series", "delete_album")
+BATCH = 20
+LEASE_SECONDS = 300  # a claimed delivery whose sender died is retried after this
+MAX_BACKOFF_SECONDS = 3600
+
+
+# ---- the outbox ----------------------------------------------------------------------------------------------
+
+async def enqueue(conn, album_id: str, event: str, payload: dict) -> None:
+    """One pending delivery per enabled webhook of the album that wants ``event``, in the caller's transaction."""
+    body = {"event": event, "album": album_id, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **payload}
+    await conn.execute(
+        "INSERT INTO webhook_deliveries (webhook_id, album_id, url, secret, event, payload)"
+        " SELECT id, album_id, url, secret, %s, %s FROM webhooks"
+        " WHERE album_id = %s AND enabled AND %s = ANY(events)",
+        (event, Jsonb(body), album_id, event),
+    )
+
+
+def source(principal) -> dict:
+    return {"source": {"sub": principal.sub, "email": principal.email,
+                       "capability": principal.capability.id if principal.capability else None}}
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+# ---- where deliveries may go -----------------------------------------------------------------------------
+
+def parse_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    try:
+        return [ipaddress.ip_network(n.strip(), strict=False) for n in text.split(",") if n.strip()]
+    except ValueError as exc:
+        raise ValueError(f"KHEOPS_GW_WEBHOOK_ALLOWED_NETWORKS: {exc}") from None
+
+
+def address_allowed(address: str, allowed: list) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in net for net in allowed) or ip.is_global
+
+
+def check_url(url: str, allowed: list) -> str:
+    """Validate a webhook URL as given by an admin; a literal address must be allowed. Returns it unchanged."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ApiError(400, "url: not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ApiError(400, "url: an http:// or https:// URL with a host is needed")
+    if parts.username or parts.password:
+        raise ApiError(400, "url: credentials in the URL are not accepted (the secret signs each delivery)")
+    if parts.fragment:
+        raise ApiError(400, "url: no fragment")
+    try:
+        literal = ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        return url
+    if not address_allowed(str(literal), allowed):
+        raise ApiError(400, "url: this destination is not allowed (see KHEOPS_GW_WEBHOOK_ALLOWED_NETWORKS)")
+    return url
+
+
+async def resolve_allowed(url: str, allowed: list) -> bool:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return True  # unresolvable: the attempt fails on its own and is retried
+    return bool(infos) and all(address_allowed(info[4][0], allowed) for info in infos)
+
+
+# ---- the deliverer ---------------------------------------------------------------------------------------
+
+class PermanentFailure(Exception):
+    pass
+
+
+class Deliverer:
+    """Sends due deliveries from every replica without double sends (rows are leased with SKIP LOCKED)."""
+
+    def __init__(self, db, settings, verify):
+        self.db = db
+        self.allowed = parse_networks(settings.webhook_allowed_networks)
+        self.max_attempts = settings.webhook_max_attempts
+        self.retry_seconds = settings.webhook_retry_seconds
+        self.poll_seconds = min(1.0, self.retry_seconds)
+        self.http = httpx.AsyncClient(timeout=settings.webhook_timeout_seconds, follow_redirects=False,
+                                      trust_env=False, verify=verify,
+                                      cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+                                      headers={"User-Agent": "kheops-gateway-webhooks"})
+        self.task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name="webhook-deliverer")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        await self.http.aclose()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                sent = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the database may be down: try again later, never die
+                log.warning("webhook deliveries: cannot reach the database; retrying", exc_info=False)
+                sent = 0
+            if sent < BATCH:
+                await asyncio.sleep(self.poll_seconds)
+
+    async def run_once(self) -> int:
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE webhook_deliveries d SET attempts = d.attempts + 1,"
+                " next_attempt_time = now() + make_interval(secs => %s)"
+                " FROM (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_time <= now()"
+                "       ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) due"
+                " WHERE d.id = due.id RETURNING d.id, d.url, d.secret, d.event, d.payload, d.attempts",
+                (LEASE_SECONDS, BATCH))
+            due = await cur.fetchall()
+        await asyncio.gather(*(self._deliver(row) for row in due))
+        return len(due)
+
+    async def _deliver(self, row: dict) -> None:
+        status, error, permanent = None, None, False
+        try:
+            status = await self._post(row)
+            if 200 <= status < 300:
+                await self._finish(row["id"], "delivered", status, None)
+                return
+            error = f"HTTP {status}"
+        except PermanentFailure as exc:
+            error, permanent = str(exc), True
+        except httpx.HTTPError as exc:
+            error = type(exc).__name__  # never the URL: it may carry a token in its query
+        if permanent or row["attempts"] >= self.max_attempts:
+            await self._finish(row["id"], "failed", status, error)
+            log.warning("webhook delivery failed", extra={"audit": {"delivery": row["id"], "event": row["event"],
+                                                                    "error": error}})
+            return
+        delay = min(self.retry_seconds * 2 ** (row["attempts"] - 1), MAX_BACKOFF_SECONDS)
+        async with self.db.connection() as conn:
+            await conn.execute(
+                "UPDATE webhook_deliveries SET next_attempt_time = now() + make_interval(secs => %s),"
+                " last_status = %s, last_error = %s WHERE id = %s", (delay, status, error, row["id"]))
+
+    async def _post(self, row: dict) -> int:
+        if not await resolve_allowed(row["url"], self.allowed):
+            raise PermanentFailure("destination not allowed")
+        body = json.dumps(row["payload"], separators=(",", ":")).encode()
+        timestamp = str(int(time.time()))
+        headers = {"Content-Type": "application/json", "X-Kheops-Event": row["event"],
+                   "X-Kheops-Delivery": str(row["id"]), "X-Kheops-Timestamp": timestamp,
+                   "X-Kheops-Signature": sign(row["secret"], timestamp, body)}
+        response = await self.http.post(row["url"], content=body, headers=headers)
+        await response.aclose()
+        return response.status_code
+
+    async def _finish(self, delivery_id: int, status: str, http_status: int | None, error: str | None) -> None:
+        async with self.db.connection() as conn:
+            await conn.execute(
+                "UPDATE webhook_deliveries SET status = %s, last_status = %s, last_error = %s, done_time = now()"
+                " WHERE id = %s", (status, http_status, error, delivery_id))
