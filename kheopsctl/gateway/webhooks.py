@@ -10,8 +10,10 @@ A delivery is ``POST <url>`` with a JSON body and these headers:
 
 Where a delivery may go: an address on the public internet, or in ``KHEOPS_GW_WEBHOOK_ALLOWED_NETWORKS``.
 Loopback, link-local (cloud metadata), private and other special addresses are refused unless listed there, so a
-webhook cannot be aimed at the gateway's own neighbours (the database, the PACS, Keycloak). The check is made on
-every address the name resolves to, at creation for literal addresses and before each attempt.
+webhook cannot be aimed at the gateway's own neighbours (the database, the PACS, Keycloak). A literal address is
+checked at creation; a host name is resolved before each attempt, every address it gives must pass, and the
+connection goes to the address that was checked (Host header and TLS name kept), so a second, different answer
+from DNS (rebinding) is never used.
 """
 
 from __future__ import annotations
@@ -100,21 +102,33 @@ def check_url(url: str, allowed: list) -> str:
     return url
 
 
-async def resolve_allowed(url: str, allowed: list) -> bool:
+class PermanentFailure(Exception):
+    pass
+
+
+class Unresolved(Exception):
+    pass
+
+
+async def pinned_targets(url: str, allowed: list) -> list[tuple[str, dict, dict]]:
+    """For one attempt at ``url``: (URL naming a checked address, headers, request extensions), one per address
+    the name gave, in the resolver's order."""
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
     except OSError:
-        return True  # unresolvable: the attempt fails on its own and is retried
-    return bool(infos) and all(address_allowed(info[4][0], allowed) for info in infos)
+        raise Unresolved("cannot resolve the host") from None
+    addresses = list(dict.fromkeys(info[4][0].split("%", 1)[0] for info in infos))
+    if not addresses or not all(address_allowed(a, allowed) for a in addresses):
+        raise PermanentFailure("destination not allowed")
+    extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+    headers = {"Host": parts.netloc}
+    return [(parts._replace(netloc=f"[{a}]:{port}" if ":" in a else f"{a}:{port}").geturl(), headers, extensions)
+            for a in addresses]
 
 
 # ---- the deliverer ---------------------------------------------------------------------------------------
-
-class PermanentFailure(Exception):
-    pass
-
 
 class Deliverer:
     """Sends due deliveries from every replica without double sends (rows are leased with SKIP LOCKED)."""
@@ -175,6 +189,8 @@ class Deliverer:
             error = f"HTTP {status}"
         except PermanentFailure as exc:
             error, permanent = str(exc), True
+        except Unresolved as exc:
+            error = str(exc)
         except httpx.HTTPError as exc:
             error = type(exc).__name__  # never the URL: it may carry a token in its query
         if permanent or row["attempts"] >= self.max_attempts:
@@ -189,16 +205,22 @@ class Deliverer:
                 " last_status = %s, last_error = %s WHERE id = %s", (delay, status, error, row["id"]))
 
     async def _post(self, row: dict) -> int:
-        if not await resolve_allowed(row["url"], self.allowed):
-            raise PermanentFailure("destination not allowed")
+        targets = await pinned_targets(row["url"], self.allowed)
         body = json.dumps(row["payload"], separators=(",", ":")).encode()
         timestamp = str(int(time.time()))
         headers = {"Content-Type": "application/json", "X-Kheops-Event": row["event"],
                    "X-Kheops-Delivery": str(row["id"]), "X-Kheops-Timestamp": timestamp,
                    "X-Kheops-Signature": sign(row["secret"], timestamp, body)}
-        response = await self.http.post(row["url"], content=body, headers=headers)
-        await response.aclose()
-        return response.status_code
+        for i, (url, host, extensions) in enumerate(targets):
+            try:
+                response = await self.http.post(url, content=body, headers={**headers, **host}, extensions=extensions)
+            except httpx.ConnectError:
+                if i == len(targets) - 1:
+                    raise
+                continue  # the next address of a dual-stack name
+            await response.aclose()
+            return response.status_code
+        raise AssertionError("unreachable")
 
     async def _finish(self, delivery_id: int, status: str, http_status: int | None, error: str | None) -> None:
         async with self.db.connection() as conn:

@@ -6,9 +6,11 @@ the session's other gateways (other settings) must not deliver these tests' webh
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
+import ssl
 import threading
 import time
 import uuid
@@ -28,7 +30,7 @@ SECRET = "a-shared-secret-of-32-characters"
 class Receiver:
     """Records every POST; answers with the queued statuses, then 200."""
 
-    def __init__(self):
+    def __init__(self, tls: ssl.SSLContext | None = None):
         self.received: list[dict] = []
         self.statuses: deque[int] = deque()
         receiver = self
@@ -47,7 +49,10 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def wait_for(self, count: int, seconds: float = 15) -> list[dict]:
@@ -234,3 +239,54 @@ def test_a_name_that_resolves_to_a_private_address_is_not_called(gateway_factory
         time.sleep(0.1)
     assert d[0]["last_error"] == "destination not allowed" and d[0]["attempts"] == 1
     assert receiver.received == []
+
+
+def test_pinned_targets_keep_the_name_and_check_every_address():
+    """The connection goes to the address that was checked; the name stays in Host and in the TLS name."""
+    from kheopsctl.gateway.webhooks import PermanentFailure, Unresolved, parse_networks, pinned_targets
+
+    loopback = parse_networks("127.0.0.0/8,::1/128")
+
+    async def go():
+        plain = await pinned_targets("http://localhost:8123/hook?x=1", loopback)
+        tls = await pinned_targets("https://localhost/hook", loopback)
+        with pytest.raises(PermanentFailure):
+            await pinned_targets("http://localhost:8123/hook", parse_networks(""))
+        with pytest.raises(Unresolved):
+            await pinned_targets("http://no-such-host.invalid/hook", loopback)
+        return plain, tls
+
+    plain, tls = asyncio.run(go())
+    assert ("http://127.0.0.1:8123/hook?x=1", {"Host": "localhost:8123"}, {}) in plain
+    assert all(url.startswith(("http://127.", "http://[::1]")) for url, _, _ in plain)
+    assert ("https://127.0.0.1:443/hook", {"Host": "localhost"}, {"sni_hostname": "localhost"}) in tls
+
+
+def test_https_delivery_to_a_name_verifies_its_certificate(gateway_factory, orthanc, make_user, api, pg, tmp_path):
+    """https://localhost/...: connected at the checked address, certificate verified for the name (SNI)."""
+    from tests.secure.pki import issue
+
+    root = issue("webhook test root", ca=True)
+    leaf = issue("localhost", root, names=["localhost"])
+    (tmp_path / "cert.pem").write_bytes(leaf.pem)
+    (tmp_path / "key.pem").write_bytes(leaf.key_pem)
+    (tmp_path / "root.pem").write_bytes(root.pem)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    receiver = Receiver(server_tls)
+    try:
+        gw = gateway_factory({"pacs_url": orthanc.dicomweb_url, "webhook_allowed_networks": "127.0.0.0/8,::1/128",
+                              "webhook_retry_seconds": 0.2, "ca_bundle": str(tmp_path / "root.pem"),
+                              "database_url": own_database(pg)})
+        alice, bob = make_user("alice", register=False), make_user("bob", register=False)
+        alice.client, bob.client = api(alice.token, base_url=gw), api(bob.token, base_url=gw)
+        assert bob.client.get("/inboxinfo").status_code == 200
+        album = album_of(alice)
+        url = receiver.url.replace("127.0.0.1", "localhost")
+        assert add_hook(alice, album, url, events="new_user").status_code == 201
+        assert alice.client.put(f"/albums/{album}/users/{bob.sub}").status_code == 201
+        delivery = receiver.wait_for(1)[0]
+        assert verified(delivery)["user"]["sub"] == bob.sub
+        assert delivery["headers"]["Host"] == url.split("/")[2]
+    finally:
+        receiver.server.shutdown()
