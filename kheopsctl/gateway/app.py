@@ -67,6 +67,7 @@ def create_app(settings: GatewaySettings, *, migrate_wait_seconds: float = 60.0)
         app.state.auth = Authenticator(db, validator, settings.access_cache_seconds)
         app.state.dicomweb = dw
         deliverer = Deliverer(db, settings, tls_verify(settings))
+        app.state.webhooks = deliverer
         await deliverer.start()
         metrics_server = None
         if settings.metrics_port:

@@ -40,6 +40,8 @@ EVENTS = ("new_series", "new_user", "remove_series", "delete_album")
 BATCH = 20
 LEASE_SECONDS = 300  # a claimed delivery whose sender died is retried after this
 MAX_BACKOFF_SECONDS = 3600
+KEEP_DAYS = 30  # finished deliveries (delivered or failed) are kept this long for admins to look at
+PRUNE_EVERY_SECONDS = 3600
 
 
 # ---- the outbox ----------------------------------------------------------------------------------------------
@@ -144,6 +146,7 @@ class Deliverer:
                                       cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
                                       headers={"User-Agent": "kheops-gateway-webhooks"})
         self.task: asyncio.Task | None = None
+        self.next_prune = 0.0  # monotonic time of the next clean-up (the first loop runs one)
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name="webhook-deliverer")
@@ -157,6 +160,8 @@ class Deliverer:
     async def _run(self) -> None:
         while True:
             try:
+                if time.monotonic() >= self.next_prune:
+                    await self.prune()
                 sent = await self.run_once()
             except asyncio.CancelledError:
                 raise
@@ -165,6 +170,12 @@ class Deliverer:
                 sent = 0
             if sent < BATCH:
                 await asyncio.sleep(self.poll_seconds)
+
+    async def prune(self) -> None:
+        self.next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
+        async with self.db.connection() as conn:
+            await conn.execute("DELETE FROM webhook_deliveries WHERE status <> 'pending'"
+                               " AND done_time < now() - make_interval(days => %s)", (KEEP_DAYS,))
 
     async def run_once(self) -> int:
         async with self.db.connection() as conn:

@@ -290,3 +290,34 @@ def test_https_delivery_to_a_name_verifies_its_certificate(gateway_factory, orth
         assert delivery["headers"]["Host"] == url.split("/")[2]
     finally:
         receiver.server.shutdown()
+
+
+def test_finished_deliveries_are_kept_30_days(hookgw, hookuser, receiver):
+    alice, bob = hookuser("alice"), hookuser("bob")
+    album = album_of(alice)
+    hook = add_hook(alice, album, receiver.url, events="new_user").json()
+    assert alice.client.put(f"/albums/{album}/users/{bob.sub}").status_code == 201
+    receiver.wait_for(1)
+    conninfo = f"{hookgw.settings.database_url}?password={hookgw.settings.database_password}"
+    with psycopg.connect(conninfo) as conn:
+        deadline = time.monotonic() + 10
+        while conn.execute("SELECT status FROM webhook_deliveries WHERE webhook_id = %s",
+                           (hook["id"],)).fetchone()[0] != "delivered":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        # the same finished delivery twice more: one 31 days old, one 29 days old
+        for days in (31, 29):
+            conn.execute("INSERT INTO webhook_deliveries (webhook_id, album_id, url, secret, event, payload, status,"
+                         " done_time) SELECT webhook_id, album_id, url, secret, event, payload, status,"
+                         " now() - make_interval(days => %s) FROM webhook_deliveries WHERE webhook_id = %s LIMIT 1",
+                         (days, hook["id"]))
+        conn.commit()
+        hookgw.app.state.webhooks.next_prune = 0.0  # the hourly clean-up, now
+        deadline = time.monotonic() + 10
+        while conn.execute("SELECT count(*) FROM webhook_deliveries WHERE webhook_id = %s",
+                           (hook["id"],)).fetchone()[0] != 2:
+            assert time.monotonic() < deadline, "the 31-day-old delivery was not deleted"
+            time.sleep(0.1)
+        ages = conn.execute("SELECT extract(day FROM now() - done_time)::int FROM webhook_deliveries"
+                            " WHERE webhook_id = %s ORDER BY done_time", (hook["id"],)).fetchall()
+        assert [a[0] for a in ages] == [29, 0]
