@@ -177,6 +177,10 @@ def document() -> dict:
                 "delete": _op("Delete a webhook (pending deliveries are dropped)", _ok("deleted", status="204"),
                               [_ALBUM, _CAP]),
             },
+            "/albums/{album}/webhooks/{id}/trigger": {"post": _op(
+                "Send new_series for one study of the album again, to this webhook only (admins)",
+                _ok("queued: {deliveries: [id]}", status="202"), [_ALBUM, _CAP],
+                _form({"StudyInstanceUID": {"type": "string"}}, ["StudyInstanceUID"]))},
             "/users": {"get": _op("Look up (reference=) or search (search=) users", _ok("user(s)", "User"), [
                 {"name": "reference", "in": "query", "schema": {"type": "string"}},
                 {"name": "search", "in": "query", "schema": {"type": "string", "minLength": 3}},

@@ -46,15 +46,18 @@ PRUNE_EVERY_SECONDS = 3600
 
 # ---- the outbox ----------------------------------------------------------------------------------------------
 
-async def enqueue(conn, album_id: str, event: str, payload: dict) -> None:
-    """One pending delivery per enabled webhook of the album that wants ``event``, in the caller's transaction."""
+async def enqueue(conn, album_id: str, event: str, payload: dict, *, webhook_id: str | None = None) -> list[int]:
+    """One pending delivery per enabled webhook of the album that wants ``event``, in the caller's transaction;
+    with ``webhook_id``, for that webhook only, whatever its events (a manual trigger). Returns the ids."""
     body = {"event": event, "album": album_id, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **payload}
-    await conn.execute(
+    which = "id = %s" if webhook_id is not None else "%s = ANY(events)"
+    cur = await conn.execute(
         "INSERT INTO webhook_deliveries (webhook_id, album_id, url, secret, event, payload)"
         " SELECT id, album_id, url, secret, %s, %s FROM webhooks"
-        " WHERE album_id = %s AND enabled AND %s = ANY(events)",
-        (event, Jsonb(body), album_id, event),
+        f" WHERE album_id = %s AND enabled AND {which} RETURNING id",
+        (event, Jsonb(body), album_id, webhook_id if webhook_id is not None else event),
     )
+    return [row["id"] if isinstance(row, dict) else row[0] for row in await cur.fetchall()]
 
 
 def source(principal) -> dict:

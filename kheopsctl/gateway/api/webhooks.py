@@ -10,9 +10,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from kheopsctl.gateway import events, ids
+from kheopsctl.gateway import events, ids, webhooks
 from kheopsctl.gateway.api.forms import boolean, form, iso, text
 from kheopsctl.gateway.auth import require_oidc
+from kheopsctl.gateway.dicomweb.access import check_uid
 from kheopsctl.gateway.errors import ApiError
 from kheopsctl.gateway.permissions import album_role
 from kheopsctl.gateway.webhooks import EVENTS, check_url, parse_networks
@@ -156,6 +157,28 @@ async def delete_webhook(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def trigger_webhook(request: Request) -> Response:
+    """Send ``new_series`` for one study of the album again, to this webhook only (e.g. to re-run a pipeline)."""
+    values = await form(request)
+    study = check_uid(text(values, "StudyInstanceUID", max_length=64, required=True))
+    async with request.app.state.db.connection() as conn:
+        p, album_id = await _admin(request, conn)
+        row = await _get(conn, album_id, request.path_params["id"])
+        if not row["enabled"]:
+            raise ApiError(409, "the webhook is disabled")
+        cur = await conn.execute(
+            "SELECT als.series_uid FROM album_series als JOIN series s ON s.series_uid = als.series_uid"
+            " WHERE als.album_id = %s AND s.study_uid = %s ORDER BY als.series_uid", (album_id, study))
+        series = [r["series_uid"] for r in await cur.fetchall()]
+        if not series:
+            raise ApiError(404, "no such study in this album")
+        sent = await webhooks.enqueue(conn, album_id, "new_series",
+                                      {"study": study, "series": series, "manual": True, **webhooks.source(p)},
+                                      webhook_id=row["id"])
+        await events.record(conn, album_id=album_id, principal=p, mutation_type="TRIGGER_WEBHOOK", study_uid=study)
+    return JSONResponse({"deliveries": sent}, status_code=202)
+
+
 def routes() -> list[Route]:
     return [
         Route("/albums/{album}/webhooks", list_webhooks, methods=["GET"]),
@@ -163,4 +186,5 @@ def routes() -> list[Route]:
         Route("/albums/{album}/webhooks/{id}", get_webhook, methods=["GET"]),
         Route("/albums/{album}/webhooks/{id}", patch_webhook, methods=["PATCH"]),
         Route("/albums/{album}/webhooks/{id}", delete_webhook, methods=["DELETE"]),
+        Route("/albums/{album}/webhooks/{id}/trigger", trigger_webhook, methods=["POST"]),
     ]

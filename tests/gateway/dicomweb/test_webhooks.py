@@ -321,3 +321,30 @@ def test_finished_deliveries_are_kept_30_days(hookgw, hookuser, receiver):
         ages = conn.execute("SELECT extract(day FROM now() - done_time)::int FROM webhook_deliveries"
                             " WHERE webhook_id = %s ORDER BY done_time", (hook["id"],)).fetchall()
         assert [a[0] for a in ages] == [29, 0]
+
+
+def test_an_admin_can_send_a_study_again_to_one_webhook(hookuser, receiver):
+    alice, bob = hookuser("alice"), hookuser("bob")
+    album = album_of(alice)
+    assert alice.client.put(f"/albums/{album}/users/{bob.sub}").status_code == 201
+    hook = add_hook(alice, album, receiver.url, events="delete_album").json()  # manual sends ignore the events
+    other = add_hook(alice, album, receiver.url + "/other", events="new_series").json()
+    study = make_study(series=("CT", "MR"), instances_per_series=1)
+    assert stow_through(alice.client, study, album=album).status_code == 200
+    receiver.wait_for(1)  # the automatic new_series, to the other hook
+    r = alice.client.post(f"/albums/{album}/webhooks/{hook['id']}/trigger", data={"StudyInstanceUID": study.study_uid})
+    assert r.status_code == 202 and len(r.json()["deliveries"]) == 1
+    manual = receiver.wait_for(2)[1]
+    assert manual["path"] == "/hook"  # this webhook only
+    payload = verified(manual)
+    assert payload["event"] == "new_series" and payload["manual"] is True and payload["study"] == study.study_uid
+    assert sorted(payload["series"]) == sorted(s.series_uid for s in study.series)
+    trigger = f"/albums/{album}/webhooks/{hook['id']}/trigger"
+    assert alice.client.post(trigger, data={"StudyInstanceUID": "1.2.3.4"}).status_code == 404
+    assert alice.client.post(trigger, data={"StudyInstanceUID": "x"}).status_code == 400
+    assert bob.client.post(trigger, data={"StudyInstanceUID": study.study_uid}).status_code == 403
+    assert alice.client.patch(f"/albums/{album}/webhooks/{hook['id']}", data={"enabled": "false"}).status_code == 200
+    assert alice.client.post(trigger, data={"StudyInstanceUID": study.study_uid}).status_code == 409
+    assert "TRIGGER_WEBHOOK" in [e["mutation_type"] for e in alice.client.get(f"/albums/{album}/events").json()]
+    time.sleep(0.5)
+    assert len(receiver.received) == 2 and other["id"]
