@@ -310,7 +310,8 @@ class Side:
     headers: dict
     relay_pid: int | None = None
     rates: list = field(default_factory=list)       # MB/s per round
-    cpu: dict = field(default_factory=lambda: {"pacs": 0.0, "client": 0.0, "relay": 0.0, "wall": 0.0, "mb": 0.0})
+    cpu: dict = field(default_factory=lambda: {"pacs": 0.0, "client": 0.0, "relay": 0.0, "host": 0.0, "wall": 0.0,
+                                               "mb": 0.0})
 
     def per_gb(self, key: str) -> float:
         return self.cpu[key] / (self.cpu["mb"] / 1024)
@@ -319,21 +320,31 @@ class Side:
         return (self.cpu["pacs"] + self.cpu["client"] + self.cpu["relay"]) / self.cpu["wall"]
 
 
-def compare_throughput(sides: list[Side], fetch, clients: int, rounds: int, pacs_pid: int) -> None:
+def host_cpu() -> float:
+    """CPU seconds spent by the whole host so far (user + nice + system + irq + softirq), every core."""
+    fields_ = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields_[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def compare_throughput(sides: list[Side], fetch, clients: int, rounds: int, pacs_pid: int | None) -> None:
     """Interleaved rounds (a, b, c, a, b, c, ...) so that load from elsewhere hits every side alike; each side is
     downloaded by the same client code with fresh connections per round. Records MB/s and, per side, the CPU
-    seconds the PACS, the clients and the relay spent, so that the table can say where the cores went."""
+    seconds the PACS, the clients, the relay and the whole host spent, so that the table can say where the
+    cores went."""
     for side in sides:  # warm-up: caches on every side
         fetch(side.url, side.headers, clients)
     for _ in range(rounds):
         for side in sides:
-            p0, c0, r0, t0 = process_cpu(pacs_pid), client_cpu(), process_cpu(side.relay_pid), time.perf_counter()
+            p0, c0, r0, h0 = process_cpu(pacs_pid), client_cpu(), process_cpu(side.relay_pid), host_cpu()
+            t0 = time.perf_counter()
             rate = fetch(side.url, side.headers, clients)
             wall = time.perf_counter() - t0
             side.rates.append(rate)
             side.cpu["pacs"] += process_cpu(pacs_pid) - p0
             side.cpu["client"] += client_cpu() - c0
             side.cpu["relay"] += process_cpu(side.relay_pid) - r0
+            side.cpu["host"] += host_cpu() - h0
             side.cpu["wall"] += wall
             side.cpu["mb"] += rate * wall
 

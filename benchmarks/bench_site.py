@@ -37,19 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_gateway import (ACCEPT_DICOM, MB, Side, curl_throughput, paired_ratio, post_file,  # noqa: E402
-                           write_stow_body)
+from bench_gateway import (ACCEPT_DICOM, MB, Side, compare_throughput, curl_throughput, paired_ratio,  # noqa: E402
+                           post_file, write_stow_body)
 
 from kheopsctl.config import load_settings  # noqa: E402
 
 KHEOPSCTL = str(Path(sys.executable).parent / "kheopsctl")
-
-
-def host_cpu() -> float:
-    """CPU seconds spent by the whole host so far (user + nice + system + irq + softirq), every core."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[:7])
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def container_ip(project: str, service: str) -> str:
@@ -62,22 +55,6 @@ def container_ip(project: str, service: str) -> str:
     out = subprocess.run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
                           name[0]], capture_output=True, text=True, check=True).stdout.split()
     return out[0]
-
-
-def measure(sides: list[Side], clients: int, rounds: int) -> dict[str, float]:
-    """compare_throughput, plus host CPU seconds per GB for each side."""
-    cpu = {s.name: 0.0 for s in sides}
-    mb = {s.name: 0.0 for s in sides}
-    for s in sides:
-        curl_throughput(s.url, s.headers, clients)  # warm-up
-    for _ in range(rounds):
-        for s in sides:
-            c0, t0 = host_cpu(), time.perf_counter()
-            rate = curl_throughput(s.url, s.headers, clients)
-            cpu[s.name] += host_cpu() - c0
-            mb[s.name] += rate * (time.perf_counter() - t0)
-            s.rates.append(rate)
-    return {name: cpu[name] / (mb[name] / 1024) for name in cpu}
 
 
 def run(site: Path, size_mb: int, rounds: int) -> list[tuple[str, str, str, str]]:
@@ -114,7 +91,8 @@ def run(site: Path, size_mb: int, rounds: int) -> list[tuple[str, str, str, str]
                      Side("gateway", f"http://{gateway_ip}:8000/api" + path, {**accept, **auth}),
                      Side("nginx", f"http://{nginx_ip}/api" + path, {**accept, **auth}),
                      Side("site", site_api + path, {**accept, **auth})]
-            cpu = measure(sides, clients, rounds)
+            # the stack's processes live in containers: the host's CPU is what each side costs in all
+            compare_throughput(sides, curl_throughput, clients, rounds, pacs_pid=None)
             d = sides[0]
             for s, label in zip(sides[1:], ("gateway alone", "nginx -> gateway (remote clients)",
                                            "site URL on loopback (docker-proxy)")):
@@ -122,7 +100,7 @@ def run(site: Path, size_mb: int, rounds: int) -> list[tuple[str, str, str, str]
                              f"{statistics.median(d.rates):.0f}", f"{statistics.median(s.rates):.0f}",
                              paired_ratio(s.rates, d.rates)))
             rows.append((f"  host CPU s/GB, {clients} client(s): direct | gateway | nginx | site", "",
-                         " | ".join(f"{cpu[s.name]:.2f}" for s in sides), ""))
+                         " | ".join(f"{s.per_gb('host'):.2f}" for s in sides), ""))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return rows

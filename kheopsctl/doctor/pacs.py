@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kheopsctl.doctor.context import DockerError, DoctorContext
+from kheopsctl.doctor.context import DoctorContext
 from kheopsctl.doctor.inside import ProbeUnavailable, gateway_probe
 from kheopsctl.doctor.registry import check
 from kheopsctl.doctor.result import Outcome, fail, ok, skip
@@ -14,8 +14,6 @@ def pacs_qido(ctx: DoctorContext) -> Outcome:
         out = gateway_probe(ctx)["pacs"]
     except ProbeUnavailable:
         return skip("the gateway container is not running, so the PACS cannot be reached (see container.gateway)")
-    except DockerError as exc:
-        return fail(f"Docker engine not reachable: {exc}", "start the Docker engine")
     url = out.get("pacs_url")
     details = {k: v for k, v in out.items() if k != "body"}
     embedded = ctx.settings.pacs.kind == "orthanc"

@@ -8,7 +8,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Callable
 
-from kheopsctl.doctor.context import DoctorContext
+from kheopsctl.doctor.context import DockerError, DoctorContext
 from kheopsctl.doctor.registry import Check
 from kheopsctl.doctor.result import CheckResult, Outcome
 
@@ -33,6 +33,8 @@ def run_one(check: Check, ctx: DoctorContext) -> CheckResult:
         if not isinstance(outcome, Outcome):
             raise TypeError(f"check returned {type(outcome).__name__}, not an Outcome")
         result = CheckResult(check.name, outcome.status, outcome.message, outcome.hint, outcome.details)
+    except DockerError as exc:  # any live check needs the engine: one answer for all of them
+        result = CheckResult(check.name, "fail", f"Docker engine not reachable: {exc}", "start the Docker engine", {})
     except Exception as exc:  # a broken check must never stop the others
         result = CheckResult(
             check.name,

@@ -84,6 +84,17 @@ def test_a_crashing_check_is_reported_as_error_and_the_others_still_run(site):
     assert "kaboom" in results["b"].details["traceback"]
 
 
+def test_an_unreachable_docker_engine_fails_the_live_checks_with_one_answer(site, monkeypatch):
+    """Really unreachable: DOCKER_HOST names a socket that does not exist."""
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/kheops-test/docker.sock")
+    registered = {c.name: c for c in all_checks()}
+    names = ["postgres.connect", "postgres.schema", "pacs.qido"]
+    report = run_checks([registered[n] for n in names], DoctorContext(*site))
+    for r in report.results:
+        assert r.status == "fail" and r.message.startswith("Docker engine not reachable"), (r.name, r.message)
+        assert r.hint == "start the Docker engine"
+
+
 def test_a_check_returning_garbage_is_an_error(site):
     report = run_checks([_check("x", lambda ctx: "ok")], DoctorContext(*site))
     assert report.results[0].status == "error"

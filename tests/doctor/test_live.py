@@ -8,6 +8,7 @@ The tests run in file order: the slowest restarts come last.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -48,6 +49,17 @@ def wait_until(predicate, timeout=180, what="condition"):
             return
         time.sleep(1)
     pytest.fail(f"timed out waiting for {what}: {last}")
+
+
+@contextlib.contextmanager
+def stopped(stack, service, *then_ok, timeout: int = 10):
+    """The service's container, stopped for the block; afterwards started, healthy, and ``then_ok`` passing."""
+    c = container(stack, service)
+    c.stop(timeout=timeout)
+    try:
+        yield c
+    finally:
+        restore(stack, service, *then_ok)
 
 
 def restore(stack, service, *then_ok):
@@ -196,12 +208,8 @@ def test_broken_realm_redirect_fails_then_restored(installed_stack):
 
 
 def test_stopped_container_fails_with_start_hint(installed_stack):
-    nginx = container(installed_stack, "nginx")
-    nginx.stop(timeout=5)
-    try:
+    with stopped(installed_stack, "nginx", "container.nginx", "gateway.ready", timeout=5) as nginx:
         results = doctor(installed_stack, "container.nginx", "gateway.ready", "e2e.probe")
-    finally:
-        restore(installed_stack, "nginx", "container.nginx", "gateway.ready")
     r = results["container.nginx"]
     assert r.status == "fail" and "exited" in r.message
     assert f"docker start {nginx.name}" in r.hint
@@ -211,12 +219,8 @@ def test_stopped_container_fails_with_start_hint(installed_stack):
 
 def test_gateway_stopped(installed_stack):
     """Without the gateway the database is still probed (psql in the postgres container, the same password)."""
-    gateway = container(installed_stack, "gateway")
-    gateway.stop(timeout=10)
-    try:
+    with stopped(installed_stack, "gateway", "container.gateway", "gateway.ready", "pacs.qido") as gateway:
         results = doctor(installed_stack, "container.gateway", "postgres", "pacs.qido", "gateway.ready")
-    finally:
-        restore(installed_stack, "gateway", "container.gateway", "gateway.ready", "pacs.qido")
     assert results["container.gateway"].status == "fail"
     assert f"docker start {gateway.name}" in results["container.gateway"].hint
     conn = results["postgres.connect"]
@@ -228,12 +232,8 @@ def test_gateway_stopped(installed_stack):
 
 
 def test_pacs_stopped_fails(installed_stack):
-    orthanc = container(installed_stack, "orthanc")
-    orthanc.stop(timeout=10)
-    try:
+    with stopped(installed_stack, "orthanc", "container.orthanc", "pacs.qido", "e2e.probe") as orthanc:
         results = doctor(installed_stack, "container.orthanc", "pacs.qido", "e2e.probe")
-    finally:
-        restore(installed_stack, "orthanc", "container.orthanc", "pacs.qido", "e2e.probe")
     assert results["container.orthanc"].status == "fail"
     qido = results["pacs.qido"]
     assert qido.status == "fail" and "unreachable from the gateway" in qido.message
@@ -243,14 +243,10 @@ def test_pacs_stopped_fails(installed_stack):
 
 
 def test_postgres_stopped_fails(installed_stack):
-    pg = container(installed_stack, "postgres")
-    pg.stop(timeout=10)
-    try:
+    # Keycloak's pool keeps dead connections: its first request after the restart fails, later ones work
+    with stopped(installed_stack, "postgres", "container.postgres", "postgres.connect", "gateway.ready",
+                 "keycloak.realm", "e2e.probe") as pg:
         results = doctor(installed_stack, "container.postgres", "postgres.connect", "postgres.schema")
-    finally:
-        # Keycloak's pool keeps dead connections: its first request after the restart fails, later ones work
-        restore(installed_stack, "postgres", "container.postgres", "postgres.connect", "gateway.ready",
-                "keycloak.realm", "e2e.probe")
     assert results["container.postgres"].status == "fail"
     conn = results["postgres.connect"]
     assert conn.status == "fail" and "PostgreSQL not reachable" in conn.message

@@ -110,11 +110,16 @@ def test_members_admins_and_leaving(make_user):
     assert bob.client.get(f"/albums/{album}").status_code == 404
 
 
-def test_patch_and_delete_are_admin_only(make_user):
-    alice, bob = make_user("alice"), make_user("bob")
-    bob.client.get("/inboxinfo")
+def album_with_member(make_user):
+    """(admin alice, member bob, the album)."""
+    alice, bob = make_user("alice"), make_user("bob")  # make_user has them use the API once: they exist
     album = create(alice)["album_id"]
-    alice.client.put(f"/albums/{album}/users/{bob.sub}")
+    assert alice.client.put(f"/albums/{album}/users/{bob.sub}").status_code == 201
+    return alice, bob, album
+
+
+def test_patch_and_delete_are_admin_only(make_user):
+    alice, bob, album = album_with_member(make_user)
     assert bob.client.patch(f"/albums/{album}", data={"name": "mine"}).status_code == 403
     # a member may set their own notifications
     r = bob.client.patch(f"/albums/{album}", data={"notificationNewSeries": "false"})
@@ -129,10 +134,7 @@ def test_patch_and_delete_are_admin_only(make_user):
 
 
 def test_comments_and_event_paging(make_user):
-    alice, bob = make_user("alice"), make_user("bob")
-    bob.client.get("/inboxinfo")
-    album = create(alice)["album_id"]
-    alice.client.put(f"/albums/{album}/users/{bob.sub}")
+    alice, bob, album = album_with_member(make_user)
     for i in range(3):
         assert alice.client.post(f"/albums/{album}/comments", data={"comment": f"note {i}"}).status_code == 204
     assert alice.client.post(f"/albums/{album}/comments", data={"comment": "x" * 1025}).status_code == 400

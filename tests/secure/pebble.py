@@ -172,3 +172,14 @@ def purge_project(project: str) -> None:
         v.remove(force=True)
     for n in client.networks.list(filters=label):
         n.remove()
+
+
+def fresh_stack(directory: Path, project: str, http: int, https: int, keycloak: int):
+    """A stack of a test module's own compose project and ports, not installed yet, with any leftover of that
+    project purged first."""
+    from tests.stackfixture import Stack, require_stack_prerequisites, stack_env
+
+    require_stack_prerequisites()
+    purge_project(project)
+    return Stack(dir=directory, env=stack_env(KHEOPS_PROJECT=project, KHEOPS_PORTS__HTTP=str(http),
+                                              KHEOPS_PORTS__HTTPS=str(https), KHEOPS_PORTS__KEYCLOAK=str(keycloak)))

@@ -21,9 +21,9 @@ import httpx
 import pytest
 from cryptography import x509
 
-from tests.secure.pebble import purge_project, start_pebble
+from tests.secure.pebble import fresh_stack, purge_project, start_pebble
 from tests.secure.pki import NOW, make_pki
-from tests.stackfixture import Stack, describe_failure, require_stack_prerequisites, stack_env
+from tests.stackfixture import Stack, describe_failure
 
 pytestmark = pytest.mark.docker
 
@@ -35,11 +35,7 @@ ROOT = f"https://{HOST}:{HTTPS}"
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    require_stack_prerequisites()
-    purge_project(PROJECT)
-    stack = Stack(dir=tmp_path_factory.mktemp("secure") / "kheops",
-                  env=stack_env(KHEOPS_PROJECT=PROJECT, KHEOPS_PORTS__HTTP=str(HTTP), KHEOPS_PORTS__HTTPS=str(HTTPS),
-                                KHEOPS_PORTS__KEYCLOAK=str(KEYCLOAK)))
+    stack = fresh_stack(tmp_path_factory.mktemp("secure") / "kheops", PROJECT, HTTP, HTTPS, KEYCLOAK)
     try:
         result = stack.install()
         assert result.returncode == 0, "install of the secure test stack failed: " + describe_failure(result)

@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.secure.pebble import purge_project, start_pebble
+from tests.secure.pebble import fresh_stack, purge_project, start_pebble
 from tests.secure.test_secure_e2e import _one_line_error, _redirect_uris
-from tests.stackfixture import Stack, describe_failure, require_stack_prerequisites, stack_env
+from tests.stackfixture import Stack, describe_failure
 
 pytestmark = pytest.mark.docker
 
@@ -38,11 +38,7 @@ def _site_files(stack: Stack) -> dict[str, bytes]:
 
 
 def test_failed_letsencrypt_from_insecure_restores_the_site(tmp_path_factory):
-    require_stack_prerequisites()
-    purge_project(PROJECT)
-    stack = Stack(dir=tmp_path_factory.mktemp("secure-insecure") / "kheops",
-                  env=stack_env(KHEOPS_PROJECT=PROJECT, KHEOPS_PORTS__HTTP=str(HTTP), KHEOPS_PORTS__HTTPS=str(HTTPS),
-                                KHEOPS_PORTS__KEYCLOAK=str(KEYCLOAK)))
+    stack = fresh_stack(tmp_path_factory.mktemp("secure-insecure") / "kheops", PROJECT, HTTP, HTTPS, KEYCLOAK)
     pebble = None
     try:
         result = stack.install()

@@ -38,14 +38,18 @@ def uploaded(dw, api):
     return upload
 
 
+def users_on(gateway, make_user, api, *labels):
+    """Fresh users whose ``client`` talks to ``gateway``, each already known to it."""
+    users = []
+    for label in labels:
+        u = make_user(label, register=False)
+        u.client = api(u.token, base_url=gateway)
+        assert u.client.get("/inboxinfo").status_code == 200
+        users.append(u)
+    return users
+
+
 @pytest.fixture
 def dwuser(make_user, api, dw):
     """A registered user whose ``client`` talks to the DICOMweb gateway ``dw``."""
-
-    def make(label: str = "user"):
-        u = make_user(label, register=False)
-        u.client = api(u.token, base_url=dw)
-        assert u.client.get("/inboxinfo").status_code == 200
-        return u
-
-    return make
+    return lambda label="user": users_on(dw, make_user, api, label)[0]

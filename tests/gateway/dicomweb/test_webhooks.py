@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from tests.data.dicomgen import make_study
-from tests.gateway.dicomweb.conftest import stow_through
+from tests.gateway.dicomweb.conftest import stow_through, users_on
 from tests.gateway.dicomweb.helpers import capability
 
 SECRET = "a-shared-secret-of-32-characters"
@@ -81,14 +81,13 @@ def hookgw(gateway_factory, orthanc, pg):
                             "webhook_max_attempts": 3, "database_url": own_database(pg)})
 
 
+def conninfo_of(gateway) -> str:
+    return f"{gateway.settings.database_url}?password={gateway.settings.database_password}"
+
+
 @pytest.fixture
 def hookuser(make_user, api, hookgw):
-    def make(label: str):
-        u = make_user(label, register=False)
-        u.client = api(u.token, base_url=hookgw)
-        assert u.client.get("/inboxinfo").status_code == 200
-        return u
-    return make
+    return lambda label: users_on(hookgw, make_user, api, label)[0]
 
 
 def album_of(user) -> str:
@@ -134,8 +133,7 @@ def test_admins_manage_webhooks_and_the_secret_is_never_shown(hookuser, api, hoo
     assert bob.client.get(f"/albums/{album}/webhooks").status_code == 403
     assert add_hook(bob, album, receiver.url).status_code == 403
     assert carol.client.get(f"/albums/{album}/webhooks").status_code == 404
-    conninfo = f"{hookgw.settings.database_url}?password={hookgw.settings.database_password}"
-    with psycopg.connect(conninfo) as conn:
+    with psycopg.connect(conninfo_of(hookgw)) as conn:
         inbox = conn.execute("SELECT inbox_id FROM users WHERE sub = %s", (alice.sub,)).fetchone()[0]
     assert add_hook(alice, inbox, receiver.url).status_code == 404
     token = capability(alice, read=True, write=True)
@@ -225,9 +223,7 @@ def test_a_name_that_resolves_to_a_private_address_is_not_called(gateway_factory
     """The default policy (no allowed networks): loopback is refused at delivery even behind a host name."""
     gw = gateway_factory({"pacs_url": orthanc.dicomweb_url, "webhook_retry_seconds": 0.2,
                           "database_url": own_database(pg)})
-    alice, bob = make_user("alice", register=False), make_user("bob", register=False)
-    alice.client, bob.client = api(alice.token, base_url=gw), api(bob.token, base_url=gw)
-    assert bob.client.get("/inboxinfo").status_code == 200
+    alice, bob = users_on(gw, make_user, api, "alice", "bob")
     album = album_of(alice)
     assert add_hook(alice, album, receiver.url).status_code == 400  # a literal 127.0.0.1: refused at once
     hook = add_hook(alice, album, receiver.url.replace("127.0.0.1", "localhost"), events="new_user").json()
@@ -278,9 +274,7 @@ def test_https_delivery_to_a_name_verifies_its_certificate(gateway_factory, orth
         gw = gateway_factory({"pacs_url": orthanc.dicomweb_url, "webhook_allowed_networks": "127.0.0.0/8,::1/128",
                               "webhook_retry_seconds": 0.2, "ca_bundle": str(tmp_path / "root.pem"),
                               "database_url": own_database(pg)})
-        alice, bob = make_user("alice", register=False), make_user("bob", register=False)
-        alice.client, bob.client = api(alice.token, base_url=gw), api(bob.token, base_url=gw)
-        assert bob.client.get("/inboxinfo").status_code == 200
+        alice, bob = users_on(gw, make_user, api, "alice", "bob")
         album = album_of(alice)
         url = receiver.url.replace("127.0.0.1", "localhost")
         assert add_hook(alice, album, url, events="new_user").status_code == 201
@@ -298,8 +292,7 @@ def test_finished_deliveries_are_kept_30_days(hookgw, hookuser, receiver):
     hook = add_hook(alice, album, receiver.url, events="new_user").json()
     assert alice.client.put(f"/albums/{album}/users/{bob.sub}").status_code == 201
     receiver.wait_for(1)
-    conninfo = f"{hookgw.settings.database_url}?password={hookgw.settings.database_password}"
-    with psycopg.connect(conninfo) as conn:
+    with psycopg.connect(conninfo_of(hookgw)) as conn:
         deadline = time.monotonic() + 10
         while conn.execute("SELECT status FROM webhook_deliveries WHERE webhook_id = %s",
                            (hook["id"],)).fetchone()[0] != "delivered":
