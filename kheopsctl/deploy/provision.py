@@ -17,6 +17,7 @@ from rich.console import Console
 from kheopsctl.config import Settings
 from kheopsctl.deploy.compose import (SERVICE_LABEL, compose_args, container_state, project_containers,
                                       run_compose)
+from kheopsctl.deploy import secrets
 from kheopsctl.deploy.layout import SiteLayout
 from kheopsctl.deploy.progress import ServiceProgress
 from kheopsctl.errors import KheopsError
@@ -64,6 +65,8 @@ def service_states(client, settings: Settings) -> tuple[dict[str, str], dict[str
 
 def bring_up(client, settings: Settings, layout: SiteLayout, console: Console, timeout: float = 900) -> UpResult:
     started = time.monotonic()
+    # compose copies Keycloak's secrets from DIR/.env: current on every start, also for a site installed before it
+    secrets.write_compose_env(layout)
     services = expected_services(settings, layout)
     before = {s: c.id for s, c in service_states(client, settings)[1].items()}
     with tempfile.TemporaryFile(mode="w+") as log:

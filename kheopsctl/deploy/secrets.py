@@ -26,6 +26,12 @@ GENERATED = (
     "kheops_pacs_http_pass",
 )
 ALL = (ADMIN_PASSWORD, *GENERATED)
+# Keycloak runs as its image's uid 1000 and cannot read the bind-mounted 0600 secret files (compose ignores
+# uid/mode for file secrets). Compose copies a secret sourced from an environment variable into the container
+# with the uid and mode asked for, so these reach Keycloak through DIR/.env (0600, same owner as secrets/),
+# which compose reads for every command run in the site directory. See templates/docker-compose.yml.j2.
+KEYCLOAK_SECRETS = ("keycloak_db_pass", ADMIN_PASSWORD, "kheops_client_kheopsctl_secret")
+COMPOSE_ENV = ".env"
 
 
 def generate() -> str:
@@ -61,7 +67,28 @@ def ensure_all(layout: SiteLayout, admin_password: str | None) -> list[str]:
     for name in GENERATED:
         if ensure_secret(layout, name):
             created.append(name)
+    write_compose_env(layout)
     return created
+
+
+def compose_env_var(name: str) -> str:
+    """The variable of DIR/.env that holds secret ``name`` for compose."""
+    return "KHEOPS_SECRET_" + name.upper()
+
+
+def _dotenv_quote(value: str) -> str:
+    # single quotes are literal in compose's .env; otherwise double quotes, escaping what they interpret
+    if "'" not in value:
+        return f"'{value}'"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
+
+
+def write_compose_env(layout: SiteLayout) -> bool:
+    """(Re)write DIR/.env from secrets/ (mode 0600). Returns True when it changed."""
+    lines = ["# Written by kheopsctl install from secrets/ -- do not edit: compose copies these into the",
+             "# containers that cannot read the secret files (see kheopsctl/deploy/secrets.py)."]
+    lines += [f"{compose_env_var(n)}={_dotenv_quote(read_secret(layout, n))}" for n in KEYCLOAK_SECRETS]
+    return write_atomic(layout.dir / COMPOSE_ENV, "\n".join(lines) + "\n", mode=0o600)
 
 
 def read_secret(layout: SiteLayout, name: str) -> str:

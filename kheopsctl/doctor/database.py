@@ -2,6 +2,10 @@
 
 Probed with psycopg from inside the gateway container (see ``inside.py``); when that container is down, the
 connection is tried with ``psql`` inside the postgres container instead, with the same generated password.
+
+A login only proves the secret if the server asked for it: the postgres image trusts loopback connections (its
+initdb default), so the psql fallback connects to the container's network address, and both probes also try a
+wrong password, which must be refused.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from kheopsctl.doctor.context import DoctorContext
-from kheopsctl.doctor.inside import ProbeUnavailable, gateway_probe
+from kheopsctl.doctor.inside import TRUSTED, WRONG_PASSWORD, ProbeUnavailable, gateway_probe
 from kheopsctl.doctor.registry import check
 from kheopsctl.doctor.result import Outcome, fail, ok, skip
 
@@ -39,18 +43,34 @@ def psql_probe(ctx: DoctorContext) -> dict:
     url = _gateway_database_url(ctx)
     parts = urlsplit(url)
     user, db = parts.username or "kheops", (parts.path or "/kheops").lstrip("/") or "kheops"
+    host = _network_address(pg)
+    if host is None:
+        return {"error": "the postgres container has no network address"}
     sql = ("select current_user, current_setting('server_version'), "
            "(select string_agg(version, ',' order by version) from schema_migrations)")
-    code, (out, err) = pg.exec_run(
-        ["psql", "-h", "127.0.0.1", "-U", user, "-d", db, "-XAtF", "|", "-c", sql],
-        environment={"PGPASSWORD": ctx.secret("kheops_authdb_pass"), "PGCONNECT_TIMEOUT": "4"},
-        demux=True,
-    )
+
+    def psql(password: str):
+        return pg.exec_run(["psql", "-h", host, "-U", user, "-d", db, "-XAtF", "|", "-c", sql],
+                           environment={"PGPASSWORD": password, "PGCONNECT_TIMEOUT": "4"}, demux=True)
+
+    code, (out, err) = psql(ctx.secret("kheops_authdb_pass"))
     if code != 0:
         lines = (err or b"").decode(errors="replace").strip().splitlines()
         return {"error": lines[-1][:300] if lines else f"psql exit {code}"}
+    if psql(WRONG_PASSWORD)[0] == 0:
+        return {"error": TRUSTED.format(user=user, where=f"{host} (inside the postgres container)"),
+                "trusted": True}
     user_, version, versions = (out or b"").decode().strip().split("|")
     return {"user": user_, "server_version": version, "versions": versions.split(",") if versions else None}
+
+
+def _network_address(container) -> str | None:
+    """The container's address on one of its networks: not loopback, which the postgres image trusts."""
+    networks = ((container.attrs.get("NetworkSettings") or {}).get("Networks") or {})
+    for net in networks.values():
+        if net.get("IPAddress"):
+            return net["IPAddress"]
+    return None
 
 
 def _gateway_database_url(ctx: DoctorContext) -> str:
@@ -73,6 +93,9 @@ def postgres_connect(ctx: DoctorContext) -> Outcome:
         elif "password authentication failed" in reason:
             hint = ("the database password differs from secrets/kheops_authdb_pass; was the secret replaced "
                     "after install? restore it from a backup (the database keeps the first one)")
+        elif state.get("trusted"):
+            hint = (f"its pg_hba.conf trusts that connection: require scram-sha-256 there (`docker exec {pg.name} "
+                    "cat /var/lib/postgresql/data/pg_hba.conf`), then `docker restart` it")
         else:
             hint = f"read `docker logs {pg.name}`; the gateway cannot work without its database"
         return fail(f"PostgreSQL not reachable (probed from the {state['via']} container): {reason}", hint,

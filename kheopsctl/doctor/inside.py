@@ -13,6 +13,12 @@ from typing import Any
 from kheopsctl.doctor.context import DoctorContext
 
 
+# a password the secret can never be (generated secrets are URL-safe base64): a login with it must be refused
+WRONG_PASSWORD = "kheops doctor: not the password"
+TRUSTED = ("PostgreSQL accepted a wrong password for {user} from {where}: it does not check passwords there, "
+           "so the secret cannot be verified")
+
+
 class ProbeUnavailable(Exception):
     """The container to probe from is not running."""
 
@@ -43,6 +49,7 @@ def gateway_probe(ctx: DoctorContext) -> dict:
 # probed concurrently; urllib rather than httpx keeps the start-up short.
 GATEWAY_PROBE = r"""
 import base64, json, ssl, threading, urllib.error, urllib.request
+WRONG_PASSWORD, TRUSTED = __WRONG_PASSWORD__, __TRUSTED__
 from kheopsctl.gateway.settings import from_env
 s = from_env()
 out = {"db": {"database_url": s.database_url}, "pacs": {"pacs_url": s.pacs_url}}
@@ -60,6 +67,14 @@ def db():
     except Exception as exc:
         text = str(exc).strip()
         o["error"] = text.splitlines()[-1] if text else type(exc).__name__
+        return
+    # the login proves the secret only if the server checks passwords: a wrong one must be refused
+    try:
+        psycopg.connect(s.database_url, password=WRONG_PASSWORD, connect_timeout=4).close()
+    except psycopg.OperationalError:
+        return
+    o["error"] = TRUSTED.format(user=o["user"], where="the gateway container")
+    o["trusted"] = True
 
 def pacs():
     o = out["pacs"]
@@ -87,4 +102,4 @@ threads = [threading.Thread(target=f) for f in (db, pacs)]
 [t.start() for t in threads]
 [t.join(10) for t in threads]
 print(json.dumps(out))
-"""
+""".replace("__WRONG_PASSWORD__", repr(WRONG_PASSWORD)).replace("__TRUSTED__", repr(TRUSTED))

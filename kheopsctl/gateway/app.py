@@ -21,6 +21,7 @@ from kheopsctl.gateway.errors import exception_handlers
 from kheopsctl.gateway.jwks import JwksCache, OidcValidator
 from kheopsctl.gateway.logging import AccessLogMiddleware
 from kheopsctl.gateway.metrics import MetricsServer
+from kheopsctl.gateway.pathguard import PathGuardMiddleware
 from kheopsctl.gateway.migrate import migrate_url
 from kheopsctl.gateway.settings import GatewaySettings
 from kheopsctl.gateway.webhooks import Deliverer
@@ -71,7 +72,8 @@ def create_app(settings: GatewaySettings, *, migrate_wait_seconds: float = 60.0)
         await deliverer.start()
         metrics_server = None
         if settings.metrics_port:
-            metrics_server = MetricsServer(settings.listen_host, settings.metrics_port, settings.metrics_token)
+            metrics_server = MetricsServer(settings.metrics_host or settings.listen_host, settings.metrics_port,
+                                           settings.metrics_token)
             await metrics_server.start()
             app.state.metrics_port = metrics_server.port
         try:
@@ -94,7 +96,8 @@ def create_app(settings: GatewaySettings, *, migrate_wait_seconds: float = 60.0)
         api += list(dw.routes())
     return Starlette(
         routes=[*health.routes(), Mount("/api", routes=api)],
-        middleware=[Middleware(AccessLogMiddleware), Middleware(AuthMiddleware)],
+        # the path guard runs before authentication, on the path as received (share links included)
+        middleware=[Middleware(AccessLogMiddleware), Middleware(PathGuardMiddleware), Middleware(AuthMiddleware)],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )

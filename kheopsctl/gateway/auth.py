@@ -87,7 +87,7 @@ class _CapabilityRow:
 _CAPABILITY_SQL = (
     "SELECT c.id, c.scope_type, c.album_id, c.read_permission, c.write_permission, c.appropriate_permission,"
     " c.download_permission, c.study_uid, c.expiration_time, c.not_before_time, c.revoked_time IS NOT NULL AS revoked,"
-    " u.id AS user_id, u.sub, u.email, u.name, u.inbox_id"
+    " u.id AS user_id, u.sub, CASE WHEN u.email_verified THEN u.email END AS email, u.name, u.inbox_id"
     " FROM capabilities c JOIN users u ON u.id = c.user_id WHERE c.secret_hash = %s"
 )
 
@@ -117,12 +117,16 @@ class Authenticator:
         email = claims.get("email") if isinstance(claims.get("email"), str) else None
         name = claims.get("name") or claims.get("preferred_username")
         name = name if isinstance(name, str) else None
+        # only the provider's explicit word makes the address usable for lookups (a string "true": some IdPs)
+        verified = claims.get("email_verified")
+        email_verified = email is not None and (verified is True or verified == "true")
         # keyed on what the token says, so a profile change in the token is applied at once
-        user = self.users.get((sub, email, name))
+        key = (sub, email, email_verified, name)
+        user = self.users.get(key)
         if user is None:
             async with self.db.connection() as conn:
-                user = await ensure_user(conn, sub, email, name)
-            self.users.put((sub, email, name), user)
+                user = await ensure_user(conn, sub, email, name, email_verified)
+            self.users.put(key, user)
         act = claims.get("act")
         act_sub = act.get("sub") if isinstance(act, dict) and isinstance(act.get("sub"), str) else None
         return Principal(user["id"], user["sub"], user["inbox_id"], user["email"], user["name"], act_sub, None, "oidc")

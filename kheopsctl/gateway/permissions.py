@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
+from kheopsctl.gateway.errors import ApiError
+
 if TYPE_CHECKING:
     from kheopsctl.gateway.auth import Principal
 
@@ -113,3 +115,34 @@ async def readable_album_ids(conn: psycopg.AsyncConnection, principal: Principal
         return [role.album_id] if rights(principal, role).can_read else []
     cur = await conn.execute("SELECT album_id FROM album_users WHERE user_id = %s", (principal.user_id,))
     return [r["album_id"] if isinstance(r, dict) else r[0] for r in await cur.fetchall()]
+
+
+def write_capable(principal: Principal, *, user_level: bool = True) -> bool:
+    """Whether this credential may change state beyond series (membership, admins, favorites, album deletion,
+    one's own album settings). Album rights alone do not say it: a read-only personal token carries its
+    owner's admin role, and leaving as the last member deletes the album.
+
+    Yes for the user's own OIDC token; for a capability token only with ``write`` and, for a user-level
+    operation, user scope; never for a share link (an anonymous recipient) nor a viewer token.
+    """
+    if principal.token_kind == "oidc":
+        return principal.capability is None
+    if principal.token_kind != "capability":
+        return False
+    cap = principal.capability
+    if cap is None or not cap.write or cap.study_uid is not None:
+        return False
+    return cap.scope_type == "user" or not user_level
+
+
+def require_write_capable(principal: Principal, what: str, *, user_level: bool = True) -> None:
+    """403 unless ``write_capable``; call it before anything is read or changed for the operation."""
+    if not write_capable(principal, user_level=user_level):
+        raise ApiError(403, f"{what} needs a user token or a personal token with write permission")
+
+
+def recipient(principal: Principal) -> bool:
+    """A share link or an album-scope token: someone the album was shared with, not a member. A recipient
+    sees the album's studies and comments, never its members (emails) nor its audit trail."""
+    cap = principal.capability
+    return principal.token_kind == "link" or (cap is not None and cap.scope_type == "album")

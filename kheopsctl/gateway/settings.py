@@ -48,6 +48,8 @@ class GatewaySettings:
     # Prometheus metrics: served on this separate port (0 disables); optionally also needs this bearer token
     metrics_port: int = 9090
     metrics_token: str = field(default="", repr=False)
+    # the metrics server's own listen address (empty: listen_host), so the API can stay on loopback
+    metrics_host: str = ""
     listen_host: str = "0.0.0.0"
     listen_port: int = 8000
     # also listen on this Unix socket (the deployed nginx relays through it: no TCP, no bridge on that hop)

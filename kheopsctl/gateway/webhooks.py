@@ -10,7 +10,8 @@ A delivery is ``POST <url>`` with a JSON body and these headers:
 
 Where a delivery may go: an address on the public internet, or in ``KHEOPS_GW_WEBHOOK_ALLOWED_NETWORKS``.
 Loopback, link-local (cloud metadata), private and other special addresses are refused unless listed there, so a
-webhook cannot be aimed at the gateway's own neighbours (the database, the PACS, Keycloak). A literal address is
+webhook cannot be aimed at the gateway's own neighbours (the database, the PACS, Keycloak); so are IPv6 forms
+that embed such an IPv4 address (mapped, compatible, NAT64, 6to4) and every IPv6 address outside public unicast. A literal address is
 checked at creation; a host name is resolved before each attempt, every address it gives must pass, and the
 connection goes to the address that was checked (Host header and TLS name kept), so a second, different answer
 from DNS (rebinding) is never used.
@@ -78,11 +79,65 @@ def parse_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Netw
         raise ValueError(f"KHEOPS_GW_WEBHOOK_ALLOWED_NETWORKS: {exc}") from None
 
 
+_net = ipaddress.ip_network
+
+# IPv4 blocks refused although Python's ``is_global`` (which varies between versions) may call them global.
+_V4_NOT_GLOBAL = [_net("0.0.0.0/8"), _net("100.64.0.0/10"), _net("192.0.0.0/24"), _net("192.88.99.0/24"),
+                  _net("224.0.0.0/4"), _net("240.0.0.0/4")]
+# IPv6: only global unicast (2000::/3) can be a destination at all; inside it, these IANA special-purpose blocks
+# are refused: IETF protocol assignments (with Teredo, benchmarking, ORCHID), documentation, 6to4 (handled below).
+_V6_GLOBAL_UNICAST = _net("2000::/3")
+_V6_NOT_GLOBAL = [_net("2001::/23"), _net("2001:db8::/32"), _net("2002::/16"), _net("3fff::/20")]
+# IPv6 forms that carry an IPv4 destination: a connection to them reaches that IPv4 address (the host's own
+# IPv4 stack, a NAT64 translator or a 6to4 relay), so the IPv4 rules apply to it.
+_NAT64_WELL_KNOWN = _net("64:ff9b::/96")  # RFC 6052: last 32 bits
+_V4_COMPATIBLE = _net("::/96")  # RFC 4291, deprecated: never a valid destination
+
+
+def _v4_global(ip: ipaddress.IPv4Address) -> bool:
+    return ip.is_global and not any(ip in net for net in _V4_NOT_GLOBAL)
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for (IPv4-mapped, IPv4-compatible, NAT64 well-known prefix,
+    6to4), or None."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64_WELL_KNOWN or (ip in _V4_COMPATIBLE and int(ip) > 1):  # :: and ::1 are not IPv4
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def address_allowed(address: str, allowed: list) -> bool:
+    """May a delivery connect to ``address``? Listed networks (matched against the address and against the IPv4
+    address it embeds) are always allowed; otherwise only public unicast. A default-deny: anything outside
+    2000::/3 (link-local, site-local fec0::/10, unique-local, local-use NAT64 64:ff9b:1::/48, multicast, ...)
+    or in a special-purpose block (Teredo 2001::/32 included) is refused."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in net for net in allowed) or ip.is_global
+    inner = embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
+    if any(ip in net for net in allowed) or (inner is not None and any(inner in net for net in allowed)):
+        return True
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _v4_global(ip)
+    if inner is not None:
+        # the deprecated IPv4-compatible form is never a destination of its own
+        return ip not in _V4_COMPATIBLE and _v4_global(inner)
+    return ip in _V6_GLOBAL_UNICAST and not any(ip in net for net in _V6_NOT_GLOBAL) and ip.is_global
+
+
+def _literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a URL host stands for when it is one, including the legacy IPv4 forms the resolver accepts
+    (``2130706433``, ``0x7f.1``, ``017700000001``)."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
 
 
 def check_url(url: str, allowed: list) -> str:
@@ -98,10 +153,9 @@ def check_url(url: str, allowed: list) -> str:
         raise ApiError(400, "url: credentials in the URL are not accepted (the secret signs each delivery)")
     if parts.fragment:
         raise ApiError(400, "url: no fragment")
-    try:
-        literal = ipaddress.ip_address(parts.hostname)
-    except ValueError:
-        return url
+    literal = _literal(parts.hostname)
+    if literal is None:
+        return url  # a name: checked after each resolution (pinned_targets)
     if not address_allowed(str(literal), allowed):
         raise ApiError(400, "url: this destination is not allowed (see KHEOPS_GW_WEBHOOK_ALLOWED_NETWORKS)")
     return url

@@ -15,3 +15,8 @@ CREATE ROLE keycloak LOGIN PASSWORD :'keycloak_pass';
 CREATE DATABASE keycloak OWNER keycloak;
 REVOKE ALL ON DATABASE kheops, orthanc, keycloak FROM PUBLIC;
 SQL
+# The image's initdb trusts every loopback connection (only the network gets scram-sha-256): ask for the
+# password on loopback TCP too, so a login over 127.0.0.1 proves the secret. The socket stays trusted for
+# the image's own init steps; the health check (pg_isready) does not log in.
+sed -i -E 's/^(host[[:space:]]+[^[:space:]]+[[:space:]]+[^[:space:]]+[[:space:]]+(127\.0\.0\.1\/32|::1\/128)[[:space:]]+)trust[[:space:]]*$/\1scram-sha-256/' \
+    "$PGDATA/pg_hba.conf"

@@ -150,3 +150,99 @@ def multipart_related(parts: list[bytes], boundary: str | None = None,
         out.write(b"\r\n")
     out.write(f"--{boundary}--\r\n".encode())
     return out.getvalue(), f'multipart/related; type="{content_type}"; boundary={boundary}'
+
+
+# ---- hostile variants (STOW security tests, fuzz corpus) -------------------------------------------------
+
+def raw_element(tag: int, vr: str, value: bytes, *, little: bool = True, explicit: bool = True) -> bytes:
+    """One encoded data element (value padded to even length)."""
+    if len(value) % 2:
+        value += b"\x00" if vr == "UI" else b" "
+    order = "little" if little else "big"
+    head = (tag >> 16).to_bytes(2, order) + (tag & 0xFFFF).to_bytes(2, order)
+    if not explicit:
+        return head + len(value).to_bytes(4, order) + value
+    if vr in ("OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"):
+        return head + vr.encode() + b"\x00\x00" + len(value).to_bytes(4, order) + value
+    return head + vr.encode() + len(value).to_bytes(2, order) + value
+
+
+def element_offset(data: bytes, tag: int) -> int:
+    """Offset of a top-level element's header in an explicit VR little endian Part-10 file (walks the stream)."""
+    pos = 132
+    while pos < len(data):
+        t = (int.from_bytes(data[pos:pos + 2], "little") << 16) | int.from_bytes(data[pos + 2:pos + 4], "little")
+        vr = data[pos + 4:pos + 6]
+        if vr in (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"):
+            length, hdr = int.from_bytes(data[pos + 8:pos + 12], "little"), 12
+        else:
+            length, hdr = int.from_bytes(data[pos + 6:pos + 8], "little"), 8
+        if t == tag:
+            return pos
+        pos += hdr + length
+    raise KeyError(hex(tag))
+
+
+def with_first_copies(data: bytes, first: dict[int, tuple[str, str]]) -> bytes:
+    """The parser-differential attack: before each named top-level element insert a copy with another value
+    (tag -> (VR, value)), so the *first* copy (what DCMTK keeps) differs from the last (what pydicom keeps)."""
+    for tag in sorted(first, reverse=True):  # from the end, so earlier offsets stay valid
+        vr, val = first[tag]
+        pos = element_offset(data, tag)
+        data = data[:pos] + raw_element(tag, vr, val.encode()) + data[pos:]
+    return data
+
+
+def corpus_seeds() -> dict[str, bytes]:
+    """Fixed seed inputs for the parser fuzzer (tests/gateway/dicomweb/corpus/): small instances in each
+    transfer syntax the scanner walks, nested and undefined-length sequences, encapsulated pixel data, the
+    duplicate-element attack, and a two-part STOW body (boundary ``seed-boundary``). Deterministic UIDs."""
+    from pydicom import dcmread
+    from pydicom.encaps import encapsulate
+    from pydicom.filewriter import dcmwrite
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
+
+    root = "1.2.826.0.1.3680043.8.498.900"
+    base = make_instance(study_uid=f"{root}.1", series_uid=f"{root}.2", sop_uid=f"{root}.3", modality="CT",
+                         patient_id="PID-SEED", patient_name="Seed^Patient", study_date="20240101",
+                         series_number=1, instance_number=1, rows=8, cols=8)
+
+    def write(ds, *, little=True, implicit=False) -> bytes:
+        out = io.BytesIO()
+        dcmwrite(out, ds, enforce_file_format=True, little_endian=little, implicit_vr=implicit)
+        return out.getvalue()
+
+    seeds = {"ct_explicit_le.dcm": base}
+    ds = dcmread(io.BytesIO(base))
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    seeds["ct_implicit_le.dcm"] = write(ds, implicit=True)
+    ds = dcmread(io.BytesIO(base))
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    seeds["ct_explicit_be.dcm"] = write(ds, little=False)
+    ds = dcmread(io.BytesIO(base))
+    inner = Dataset()
+    inner.CodeValue, inner.CodingSchemeDesignator, inner.CodeMeaning = "T-D3000", "SRT", "Chest"
+    outer = Dataset()
+    outer.CodeValue, outer.CodeMeaning = "P1", "Procedure"
+    outer.ConceptNameCodeSequence = Sequence([inner])
+    outer.ConceptNameCodeSequence.is_undefined_length = True
+    ds.ProcedureCodeSequence = Sequence([outer, inner])
+    ds.AnatomicRegionSequence = Sequence([inner])
+    ds.ProcedureCodeSequence.is_undefined_length = True
+    for item in ds.ProcedureCodeSequence:
+        item.is_undefined_length_sequence_item = True
+    seeds["with_sequences.dcm"] = write(ds)
+    ds = dcmread(io.BytesIO(base))
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.50"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = encapsulate([b"\xff\xd8" + bytes(range(40)) + b"\xff\xd9", b"\xff\xd8\x00\x01\xff\xd9"])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    seeds["encapsulated.dcm"] = write(ds)
+    seeds["attack_first_copies.dcm"] = with_first_copies(base, {0x00100020: ("LO", "PID-VICTIM"),
+                                                                0x0020000D: ("UI", f"{root}.11"),
+                                                                0x0020000E: ("UI", f"{root}.12")})
+    body, _ = multipart_related([base, seeds["ct_implicit_le.dcm"]], boundary="seed-boundary")
+    seeds["stow_two_parts.multipart"] = body
+    return seeds

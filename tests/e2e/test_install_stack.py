@@ -120,3 +120,61 @@ def _container_ids(stack) -> dict[str, str]:
 
     client = docker.from_env()
     return {c.labels[SERVICE_LABEL]: c.id for c in project_containers(client, stack.settings.project)}
+
+
+def _processes(container) -> list[dict]:
+    """The container's processes as the host sees them: uid, pid, ppid, args."""
+    top = container.top(ps_args="-o uid,pid,ppid,args")
+    titles = [t.upper() for t in top["Titles"]]
+    return [dict(zip(titles, row)) for row in top["Processes"] or []]
+
+
+def _in_container(container, command: str) -> str:
+    code, out = container.exec_run(["sh", "-c", command])
+    assert code == 0, out
+    return out.decode().strip()
+
+
+def test_services_run_their_main_process_as_non_root(installed_stack):
+    """Keycloak (uid 1000, the image's user, no privilege drop needed), PostgreSQL (postgres), the gateway (its
+    kheops user) and nginx's workers run without root. Orthanc runs as root, as its official image does."""
+    import docker
+
+    from kheopsctl.deploy.compose import SERVICE_LABEL, project_containers
+
+    client = docker.from_env()
+    containers = {c.labels[SERVICE_LABEL]: c for c in project_containers(client, installed_stack.settings.project)}
+    expected = {"keycloak": "1000",
+                "postgres": _in_container(containers["postgres"], "id -u postgres"),
+                "gateway": _in_container(containers["gateway"], "id -u kheops")}
+    for service, uid in expected.items():
+        procs = _processes(containers[service])
+        pids = {p["PID"] for p in procs}
+        main = [p for p in procs if p["PPID"] not in pids]  # the container's PID 1, as the host sees it
+        assert len(main) == 1, (service, procs)
+        assert main[0]["UID"] == uid != "0", (service, main[0])
+        # and the kernel agrees from inside: real, effective, saved and filesystem uids of PID 1
+        status = _in_container(containers[service], "cat /proc/1/status")
+        uids = next(line.split()[1:] for line in status.splitlines() if line.startswith("Uid:"))
+        assert uids == [uid] * 4, (service, uids)
+    workers = [p for p in _processes(containers["nginx"]) if "worker process" in p["COMMAND"]]
+    assert workers and all(p["UID"] != "0" for p in workers), workers
+
+
+def test_keycloak_reads_secrets_copied_in_for_its_user(installed_stack):
+    """Keycloak's secrets are copies owned by its uid with mode 0400; on the host they stay 0600 in secrets/,
+    and the copies' source, DIR/.env, is 0600 too."""
+    import docker
+
+    from kheopsctl.deploy.compose import SERVICE_LABEL, project_containers
+
+    client = docker.from_env()
+    kc = next(c for c in project_containers(client, installed_stack.settings.project)
+              if c.labels[SERVICE_LABEL] == "keycloak")
+    listing = _in_container(kc, "stat -c '%n %u %a' " + " ".join(f"/run/secrets/{n}" for n in secrets.KEYCLOAK_SECRETS))
+    assert listing.splitlines() == [f"/run/secrets/{n} 1000 400" for n in secrets.KEYCLOAK_SECRETS]
+    layout = installed_stack.layout
+    assert stat.S_IMODE((layout.dir / secrets.COMPOSE_ENV).stat().st_mode) == 0o600
+    for name in secrets.KEYCLOAK_SECRETS:
+        assert stat.S_IMODE(layout.secret(name).stat().st_mode) == 0o600
+        assert _in_container(kc, f"cat /run/secrets/{name}") == installed_stack.secret(name)

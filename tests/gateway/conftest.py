@@ -20,6 +20,7 @@ from kheopsctl.gateway import logging as gwlogging
 from kheopsctl.gateway.settings import GatewaySettings
 from tests.gateway.oidcmock import OidcProvider, start_provider
 from tests.gateway.server import RunningGateway, run_gateway
+from tests.services.orthanc import orthanc  # noqa: F401 - session fixture re-exported
 from tests.services.postgres import PostgresService, start_postgres, stop_postgres
 
 
@@ -84,6 +85,12 @@ def gateway_factory(pg, oidc):
 @pytest.fixture(scope="session")
 def gateway(gateway_factory) -> RunningGateway:
     return gateway_factory()
+
+
+@pytest.fixture(scope="session")
+def dw(gateway_factory, orthanc):  # noqa: F811
+    """The gateway in front of the session's real Orthanc (DICOMweb), shared by tests/gateway/*."""
+    return gateway_factory({"pacs_url": orthanc.dicomweb_url, "access_cache_seconds": 2.0})
 
 
 _counter = itertools.count()

@@ -27,11 +27,14 @@ def test_reference_with_album_membership(make_user):
 
 def test_search(make_user, unique):
     alice = make_user("alice")
-    make_user("searchable")
+    # search finds only people alice shares an album with (no enumeration of strangers): put them in one
+    album = alice.client.post("/albums", data={"name": "colleagues"}).json()["album_id"]
+    searchable = make_user("searchable")
+    assert alice.client.put(f"/albums/{album}/users/{searchable.sub}").status_code == 201
     r = alice.client.get("/users", params={"search": f"searchable-{unique}"})
     assert r.status_code == 200 and [u["sub"].startswith(f"searchable-{unique}") for u in r.json()] == [True]
     for _ in range(2):
-        make_user("paged")
+        assert alice.client.put(f"/albums/{album}/users/{make_user('paged').sub}").status_code == 201
     r = alice.client.get("/users", params={"search": f"paged-{unique}", "limit": 1})
     assert r.headers["x-total-count"] == "2" and len(r.json()) == 1
     assert alice.client.get("/users", params={"search": "ab"}).status_code == 400

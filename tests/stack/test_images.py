@@ -310,3 +310,29 @@ def test_build_images_rerun_rebuilds_nothing():
     rows = [line.split() for line in proc.stderr.splitlines() if line.startswith("kheops-test/")]
     assert {row[0] for row in rows} >= set(IMAGES.values())
     assert {row[0]: row[1] for row in rows if row[1] != "cached"} == {}
+
+
+def test_keycloak_stand_in_is_as_bare_as_the_official_image():
+    """quay.io/keycloak/keycloak is ubi9-micro plus a JRE: bash and coreutils, no util-linux, no HTTP client.
+    Nothing can change user in it, so whatever starts as root stays root: the stand-in must not hide that."""
+    proc = docker("run", "--rm", "--entrypoint", "bash", IMAGES["keycloak"], "-c",
+                  "id -u; for t in setpriv su runuser gosu sudo setsid unshare nsenter curl wget; do "
+                  "command -v $t; done; command -v bash cat grep")
+    lines = proc.stdout.split()
+    assert lines[0] == "1000"
+    assert [Path(p).name for p in lines[1:]] == ["bash", "cat", "grep"]
+
+
+def test_postgres_stand_in_trusts_loopback_like_the_official_image(started):
+    """The official image's initdb runs without --auth options: the socket and 127.0.0.1/::1 are trusted, and
+    only its appended ``host all all all`` line asks for a password. A login over loopback proves nothing."""
+    name = started["postgres"]
+    wait_for("postgres", lambda: docker("exec", name, "pg_isready", "-h", "127.0.0.1", check=False).returncode == 0,
+             name, timeout=60)
+    proc = docker("exec", "-e", "PGPASSWORD=certainly-wrong", name, "psql", "-h", "127.0.0.1", "-U", "kheopsuser",
+                  "-d", "kheops", "-XAtc", "select 1", check=False)
+    assert (proc.returncode, proc.stdout.strip()) == (0, "1"), proc.stderr
+    hba = docker("exec", name, "sh", "-c", 'grep -v "^#" "$PGDATA/pg_hba.conf"').stdout.split("\n")
+    rules = [line.split() for line in hba if line.strip()]
+    assert ["host", "all", "all", "127.0.0.1/32", "trust"] in rules
+    assert rules[-1] == ["host", "all", "all", "all", "scram-sha-256"]

@@ -2,6 +2,12 @@
 
 Non-members get 404 for an album (never "exists but forbidden"); members lacking a right get 403.
 Inboxes are albums internally but never appear here.
+
+Two rules beyond the album rights (``permissions``):
+- membership, admins, favorites, one's own settings and deletion need a write-capable credential
+  (``require_write_capable``): a read-only personal token or a share link changes none of them;
+- a recipient (share link or album token) sees the album, its studies and its comments, never who the
+  members are: no member list, no mutations in the event log, no email, token or impersonator in it.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from kheopsctl.gateway import events, ids, webhooks
 from kheopsctl.gateway.api.forms import boolean, form, iso, paging, text
 from kheopsctl.gateway.auth import Principal, principal
 from kheopsctl.gateway.errors import ApiError
-from kheopsctl.gateway.permissions import AlbumRole, Rights, rights
+from kheopsctl.gateway.permissions import AlbumRole, Rights, recipient, require_write_capable, rights
 from kheopsctl.gateway.users import find_user
 
 # form field -> column, with the KHEOPS defaults for a new album (F, T, T, F, T, T)
@@ -48,7 +54,9 @@ _SORTS = {
 }
 
 
-def album_json(row: dict, r: Rights) -> dict:
+def album_json(row: dict, r: Rights, p: Principal | None = None) -> dict:
+    """The album as ``p`` sees it; a recipient does not get the token owner's own favorite / notifications."""
+    personal = p is None or not recipient(p)
     return {
         "album_id": row["id"],
         "name": row["name"],
@@ -67,9 +75,9 @@ def album_json(row: dict, r: Rights) -> dict:
         "add_series": row["add_series"],
         "write_comments": row["write_comments"],
         "is_admin": r.is_admin,
-        "is_favorite": row["favorite"],
-        "notification_new_series": row["notify_new_series"],
-        "notification_new_comment": row["notify_new_comments"],
+        "is_favorite": row["favorite"] if personal else False,
+        "notification_new_series": row["notify_new_series"] if personal else False,
+        "notification_new_comment": row["notify_new_comments"] if personal else False,
         "can_add_series": r.can_add_series,
         "can_download": r.can_download,
         "can_send": r.can_send,
@@ -106,8 +114,7 @@ async def _member(conn, p: Principal, album_id: str) -> tuple[dict, Rights]:
 async def create_album(request: Request) -> Response:
     p = principal(request)
     _user_level(p)
-    if p.capability is not None and not p.capability.write:
-        raise ApiError(403, "this token has no write permission")
+    require_write_capable(p, "creating an album")
     values = await form(request)
     name = text(values, "name", max_length=255, required=True)
     description = text(values, "description", max_length=2048, default="")
@@ -125,7 +132,7 @@ async def create_album(request: Request) -> Response:
         )
         await events.record(conn, album_id=album_id, principal=p, mutation_type="CREATE_ALBUM")
         row, r = await _member(conn, p, album_id)
-    return JSONResponse(album_json(row, r), status_code=201, headers={"Location": f"/api/albums/{album_id}"})
+    return JSONResponse(album_json(row, r, p), status_code=201, headers={"Location": f"/api/albums/{album_id}"})
 
 
 async def list_albums(request: Request) -> Response:
@@ -166,7 +173,7 @@ async def list_albums(request: Request) -> Response:
         cur = await conn.execute(f"{sql} ORDER BY {order} LIMIT %(limit)s OFFSET %(offset)s",
                                  {**params, "limit": limit, "offset": offset})
         rows = await cur.fetchall()
-    result = [album_json(row, rights(p, _role_of(row))) for row in rows]
+    result = [album_json(row, rights(p, _role_of(row)), p) for row in rows]
     return JSONResponse(result, headers={"X-Total-Count": str(total)})
 
 
@@ -174,7 +181,9 @@ async def get_album(request: Request) -> Response:
     p = principal(request)
     async with request.app.state.db.connection() as conn:
         row, r = await _member(conn, p, request.path_params["album"])
-    return JSONResponse(album_json(row, r))
+    if not r.can_read:  # a write-only (upload) token stores into the album but reads nothing of it
+        raise ApiError(403, "this token cannot read the album")
+    return JSONResponse(album_json(row, r, p))
 
 
 async def patch_album(request: Request) -> Response:
@@ -203,10 +212,10 @@ async def patch_album(request: Request) -> Response:
             flag = boolean(values, field)
             if flag is not None:
                 personal[col] = flag
+        if changes or personal:
+            require_write_capable(p, "editing an album")
         if changes and not r.is_admin:
             raise ApiError(403, "only album admins may edit the album")
-        if personal and p.capability is not None and not p.capability.write:
-            raise ApiError(403, "this token has no write permission")
         if changes:
             sets = ", ".join(f"{col} = %({col})s" for col in changes)
             await conn.execute(f"UPDATE albums SET {sets} WHERE id = %(album)s", {**changes, "album": album_id})
@@ -216,7 +225,7 @@ async def patch_album(request: Request) -> Response:
             await conn.execute(f"UPDATE album_users SET {sets} WHERE album_id = %(album)s AND user_id = %(user)s",
                                {**personal, "album": album_id, "user": p.user_id})
         row, r = await _member(conn, p, album_id)
-    return JSONResponse(album_json(row, r))
+    return JSONResponse(album_json(row, r, p))
 
 
 async def delete_album(request: Request) -> Response:
@@ -224,6 +233,7 @@ async def delete_album(request: Request) -> Response:
     album_id = request.path_params["album"]
     async with request.app.state.db.connection() as conn:
         row, r = await _member(conn, p, album_id)
+        require_write_capable(p, "deleting an album")
         if not r.is_admin:
             raise ApiError(403, "only album admins may delete the album")
         await webhooks.enqueue(conn, album_id, "delete_album", {"name": row["name"], **webhooks.source(p)})
@@ -231,15 +241,21 @@ async def delete_album(request: Request) -> Response:
     return Response(status_code=204)
 
 
+# an address is shown only when the provider verified it (see users.py)
+_EMAIL = "CASE WHEN u.email_verified THEN u.email END"
+
+
 async def list_members(request: Request) -> Response:
     p = principal(request)
     album_id = request.path_params["album"]
     async with request.app.state.db.connection() as conn:
         _, r = await _member(conn, p, album_id)
+        if recipient(p):  # KHEOPS too: members are listed to user tokens only
+            raise ApiError(403, "a share link or album token cannot list the album's members")
         if not r.can_read:
             raise ApiError(403, "this token cannot read the album")
         cur = await conn.execute(
-            "SELECT u.sub, u.email, u.name, au.is_admin, au.joined_time FROM album_users au"
+            f"SELECT u.sub, {_EMAIL} AS email, u.name, au.is_admin, au.joined_time FROM album_users au"
             " JOIN users u ON u.id = au.user_id WHERE au.album_id = %s ORDER BY au.joined_time, u.id",
             (album_id,),
         )
@@ -261,6 +277,7 @@ async def add_member(request: Request) -> Response:
     album_id = request.path_params["album"]
     async with request.app.state.db.connection() as conn:
         _, r = await _member(conn, p, album_id)
+        require_write_capable(p, "adding a member")
         if not (r.can_add_user or r.is_admin):
             raise ApiError(403, "you may not add users to this album")
         user = await _target(conn, request.path_params["user"])
@@ -281,6 +298,8 @@ async def remove_member(request: Request) -> Response:
     album_id = request.path_params["album"]
     async with request.app.state.db.connection() as conn:
         _, r = await _member(conn, p, album_id)
+        # leaving too: the last member leaving deletes the album
+        require_write_capable(p, "removing a member or leaving")
         user = await _target(conn, request.path_params["user"])
         leaving = user["id"] == p.user_id
         if not leaving and not r.is_admin:
@@ -313,6 +332,7 @@ async def set_admin(request: Request) -> Response:
     promote = request.method == "PUT"
     async with request.app.state.db.connection() as conn:
         _, r = await _member(conn, p, album_id)
+        require_write_capable(p, "changing admins")
         if not r.is_admin:
             raise ApiError(403, "only album admins may change admins")
         user = await _target(conn, request.path_params["user"])
@@ -340,6 +360,7 @@ async def set_favorite(request: Request) -> Response:
     album_id = request.path_params["album"]
     async with request.app.state.db.connection() as conn:
         await _member(conn, p, album_id)
+        require_write_capable(p, "changing favorites")
         await conn.execute("UPDATE album_users SET favorite = %s WHERE album_id = %s AND user_id = %s",
                            (request.method == "PUT", album_id, p.user_id))
     return Response(status_code=204)
@@ -347,6 +368,30 @@ async def set_favorite(request: Request) -> Response:
 
 def _person(sub, email, name) -> dict | None:
     return None if sub is None else {"sub": sub, "email": email, "name": name}
+
+
+def _event_json(e: dict, full: bool) -> dict:
+    """One event; for a recipient (``full`` false: comments only) just the comment and its author's name."""
+    if not full:
+        return {
+            "id": e["id"], "event_type": "Comment", "mutation_type": None, "comment": e["comment"],
+            "post_date": iso(e["time"]),
+            "source": None if e["s_sub"] is None else {"sub": None, "email": None, "name": e["s_name"]},
+            "target": None, "study": e["study_uid"], "series": e["series_uid"], "actor": None, "capability": None,
+        }
+    return {
+        "id": e["id"],
+        "event_type": "Comment" if e["event_type"] == "comment" else "Mutation",
+        "mutation_type": e["mutation_type"],
+        "comment": e["comment"],
+        "post_date": iso(e["time"]),
+        "source": _person(e["s_sub"], e["s_email"], e["s_name"]),
+        "target": _person(e["t_sub"], e["t_email"], e["t_name"]),
+        "study": e["study_uid"],
+        "series": e["series_uid"],
+        "actor": e["actor_sub"],
+        "capability": e["capability_id"],
+    }
 
 
 async def list_events(request: Request) -> Response:
@@ -365,6 +410,9 @@ async def list_events(request: Request) -> Response:
             elif part:
                 raise ApiError(400, "types must be comments or mutations")
     wanted = wanted or {"comment", "mutation"}
+    full = not recipient(p)
+    if not full:  # a recipient reads the discussion, not the audit trail (who joined, left, did what)
+        wanted &= {"comment"}
     async with request.app.state.db.connection() as conn:
         _, r = await _member(conn, p, album_id)
         if not r.can_read:
@@ -375,29 +423,15 @@ async def list_events(request: Request) -> Response:
         total = (await cur.fetchone())["n"]
         cur = await conn.execute(
             "SELECT e.id, e.event_type, e.mutation_type, e.comment, e.study_uid, e.series_uid, e.time, e.actor_sub,"
-            " e.capability_id, s.sub AS s_sub, s.email AS s_email, s.name AS s_name,"
-            " t.sub AS t_sub, t.email AS t_email, t.name AS t_name"
+            " e.capability_id, s.sub AS s_sub, CASE WHEN s.email_verified THEN s.email END AS s_email,"
+            " s.name AS s_name, t.sub AS t_sub, CASE WHEN t.email_verified THEN t.email END AS t_email,"
+            " t.name AS t_name"
             " FROM events e LEFT JOIN users s ON s.id = e.user_id LEFT JOIN users t ON t.id = e.target_user_id"
             " WHERE e.album_id = %s AND e.event_type = ANY(%s) ORDER BY e.time DESC, e.id DESC LIMIT %s OFFSET %s",
             (album_id, list(wanted), limit, offset),
         )
         rows = await cur.fetchall()
-    result = [
-        {
-            "id": e["id"],
-            "event_type": "Comment" if e["event_type"] == "comment" else "Mutation",
-            "mutation_type": e["mutation_type"],
-            "comment": e["comment"],
-            "post_date": iso(e["time"]),
-            "source": _person(e["s_sub"], e["s_email"], e["s_name"]),
-            "target": _person(e["t_sub"], e["t_email"], e["t_name"]),
-            "study": e["study_uid"],
-            "series": e["series_uid"],
-            "actor": e["actor_sub"],
-            "capability": e["capability_id"],
-        }
-        for e in rows
-    ]
+    result = [_event_json(e, full) for e in rows]
     return JSONResponse(result, headers={"X-Total-Count": str(total)})
 
 

@@ -1,12 +1,23 @@
-"""Reading a DICOM part's header (UIDs and the tags we check) from a bounded prefix, never the pixel data."""
+"""Reading a DICOM part's header (UIDs and the tags we check) from a bounded prefix, never the pixel data.
+
+Two readers:
+- ``read_header``: the PACS's own output (ZIP, DICOMDIR): pydicom on the prefix, nothing more.
+- ``read_checked_header``: what a client sends (STOW). The strict element walk (elements.py) runs over every
+  byte of the part as it is read, so a part whose element stream pydicom and the PACS could read differently
+  (duplicate or out-of-order elements, bad lengths, deflated data...) is refused; its prefix ends at the
+  top-level pixel data element (or at ``MAX_HEADER_PREFIX``, after which no element we read may follow). The
+  UIDs must be well-formed (digits and dots, at most 64 characters): they go into PACS queries.
+"""
 
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 
 from pydicom import dcmread
-from pydicom.errors import InvalidDicomError
+
+from kheopsctl.gateway.dicomweb.elements import ElementError, Scanner
 
 PIXEL_DATA_TAGS = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")  # (7FE0,0010) little / big endian
 MAX_HEADER_PREFIX = 8 * 1024 * 1024  # beyond this without pixel data, parse what we have
@@ -27,6 +38,9 @@ class InstanceHeader:
 STUDY_KEYWORDS = ("StudyDate", "StudyTime", "StudyDescription", "AccessionNumber", "ReferringPhysicianName",
                   "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyID")
 SERIES_KEYWORDS = ("Modality", "SeriesDescription", "SeriesNumber", "BodyPartExamined", "InstanceNumber")
+# the highest tag parse_header reads (InstanceNumber, 0020,0013): none may lie beyond a cut prefix
+LAST_TAG_READ = 0x00200013
+UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
 def prefix_complete(prefix: bytes | bytearray) -> bool:
@@ -51,10 +65,13 @@ def parse_header(prefix: bytes) -> InstanceHeader:
             v = ds.get(kw)
             if v not in (None, ""):
                 attrs[kw] = str(v)
-    except (InvalidDicomError, AttributeError, EOFError, KeyError, ValueError, TypeError, OSError) as e:
+    except Exception as e:  # noqa: BLE001 - hostile bytes: any failure of the parser means "cannot read"
         raise HeaderError(f"cannot read the DICOM header: {type(e).__name__}") from None
     if not (study and series and sop):
         raise HeaderError("missing UIDs")
+    for uid in (study, series, sop):
+        if len(uid) > 64 or not UID_RE.match(uid):
+            raise HeaderError("malformed UID")
     return InstanceHeader(study, series, sop, sop_class, ts, attrs.get("PatientID", ""),
                           attrs.get("PatientName", ""), attrs)
 
@@ -83,3 +100,28 @@ async def read_header(chunks) -> tuple[bytearray, InstanceHeader | None]:
                 prefix += await chunks.__anext__()
             except StopAsyncIteration:
                 ended = True
+
+
+async def read_checked_header(chunks) -> tuple[bytearray, InstanceHeader | None, Scanner]:
+    """A client's part: read its prefix through the strict element walk, then parse it.
+
+    Returns (prefix, header or None when the part is refused, scanner). The caller goes on feeding the rest
+    of the part to ``scanner.feed`` and calls ``scanner.end()`` at the part's end (ElementError: refuse).
+    """
+    scanner = Scanner()
+    prefix = bytearray()
+    try:
+        while not scanner.at_pixels and len(prefix) < MAX_HEADER_PREFIX:
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                scanner.end()
+                break
+            prefix += chunk
+            scanner.feed(chunk)
+        if not scanner.at_pixels and not scanner.done:
+            scanner.cut(LAST_TAG_READ)
+        header = parse_header(bytes(prefix))
+    except (ElementError, HeaderError):
+        return prefix, None, scanner
+    return prefix, header, scanner

@@ -1,13 +1,24 @@
-"""The study/series index: rows created from STOW headers, then attributes read back from the PACS's QIDO."""
+"""The study/series/instance index: rows created from STOW headers, then attributes read back from the PACS's QIDO.
+
+Instances (table ``instances``, migration 0004): one row per SOP Instance UID with the study and series the
+PACS filed it in, written after the PACS confirmed a STOW (``record_instances``). Series indexed before that
+table existed are backfilled from the PACS, once per series, the first time a STOW stores into them
+(``backfill_instances``; ``series.instances_indexed`` says it is done). A series created by a STOW is complete
+from the start. The index therefore answers "where is this SOP Instance UID" for what the gateway stored;
+for anything else (never backfilled, or put into the PACS behind the gateway's back) ``pacs_instances`` asks
+the PACS, many UIDs per QIDO.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import psycopg
 
 from kheopsctl.gateway.dicomweb.dicomheader import InstanceHeader
 from kheopsctl.gateway.dicomweb.pacs import Pacs
+from kheopsctl.gateway.dicomweb.upstream import MAX_QUERY_VALUE
 
 log = logging.getLogger("kheopsctl.gateway.index")
 
@@ -54,7 +65,8 @@ async def ensure_rows(conn: psycopg.AsyncConnection, header: InstanceHeader) -> 
     number = header.attrs.get("SeriesNumber")
     await conn.execute(
         "INSERT INTO series (series_uid, study_uid, modality, series_description, series_number,"
-        " body_part_examined) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (series_uid) DO NOTHING",
+        " body_part_examined, instances_indexed) VALUES (%s, %s, %s, %s, %s, %s, true)"
+        " ON CONFLICT (series_uid) DO NOTHING",
         (header.series_uid, header.study_uid, header.attrs.get("Modality"), header.attrs.get("SeriesDescription"),
          int(number) if number and number.lstrip("-").isdigit() else None, header.attrs.get("BodyPartExamined")))
 
@@ -85,3 +97,77 @@ async def refresh_from_pacs(conn: psycopg.AsyncConnection, pacs: Pacs, study_uid
             (json_value(item, "00080060"), json_value(item, "0008103E"),
              int(float(number)) if number else None, json_value(item, "00180015"),
              int(float(count)) if count else None, uid))
+
+
+# a UID list in one QIDO value stays under the upstream guard's bound for a query value
+MAX_UID_LIST = MAX_QUERY_VALUE
+
+
+def uid_batches(uids: list[str]) -> list[list[str]]:
+    """Split into comma-joined lists of at most MAX_UID_LIST characters."""
+    batches: list[list[str]] = []
+    size = 0
+    for uid in uids:
+        if batches and size + 1 + len(uid) <= MAX_UID_LIST:
+            batches[-1].append(uid)
+            size += 1 + len(uid)
+        else:
+            batches.append([uid])
+            size = len(uid)
+    return batches
+
+
+async def known_instances(conn: psycopg.AsyncConnection, sop_uids: list[str]) -> dict[str, tuple[str, str]]:
+    """sop -> (study, series) for the UIDs the index knows."""
+    if not sop_uids:
+        return {}
+    cur = await conn.execute("SELECT sop_uid, study_uid, series_uid FROM instances WHERE sop_uid = ANY(%s)",
+                             (list(sop_uids),))
+    return {r["sop_uid"]: (r["study_uid"], r["series_uid"]) for r in await cur.fetchall()}
+
+
+async def pacs_instances(pacs: Pacs, sop_uids: list[str]) -> dict[str, set[tuple[str, str]]]:
+    """sop -> every (study, series) the PACS holds it in, by UID-list QIDO (``SOPInstanceUID=a,b,...``).
+
+    The UIDs were checked to be digits and dots, so the list cannot be widened (no wildcard, no separator)."""
+    found: dict[str, set[tuple[str, str]]] = {}
+    answers = await asyncio.gather(*(
+        pacs.get_json("/instances", {"SOPInstanceUID": ",".join(batch), "includefield": "0020000D,0020000E"})
+        for batch in uid_batches(list(dict.fromkeys(sop_uids)))))
+    for items in answers:
+        for item in items if isinstance(items, list) else []:
+            sop = json_value(item, "00080018")
+            if sop is not None:
+                found.setdefault(sop, set()).add((json_value(item, "0020000D") or "",
+                                                  json_value(item, "0020000E") or ""))
+    return found
+
+
+async def record_instances(conn: psycopg.AsyncConnection, rows: list[tuple[str, str, str, str]]) -> set[str]:
+    """Insert (sop, study, series, sop class) rows; returns the SOP UIDs now indexed in exactly that series
+    (new, or already there: a re-send). A UID indexed elsewhere is left alone and not returned."""
+    if not rows:
+        return set()
+    await conn.execute(
+        "INSERT INTO instances (sop_uid, study_uid, series_uid, sop_class_uid)"
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) ON CONFLICT (sop_uid) DO NOTHING",
+        ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] or None for r in rows]))
+    known = await known_instances(conn, [r[0] for r in rows])
+    return {sop for sop, study, series, _ in rows if known.get(sop) == (study, series)}
+
+
+async def backfill_instances(conn: psycopg.AsyncConnection, pacs: Pacs, study_uid: str, series_uid: str) -> None:
+    """Once per series indexed before the instance table: copy the PACS's instance list into it."""
+    cur = await conn.execute("SELECT instances_indexed FROM series WHERE series_uid = %s", (series_uid,))
+    row = await cur.fetchone()
+    if row is None or row["instances_indexed"]:
+        return
+    items = await pacs.get_json(f"/studies/{study_uid}/series/{series_uid}/instances",
+                                {"includefield": "00080016"})
+    rows = []
+    for item in items if isinstance(items, list) else []:
+        sop = json_value(item, "00080018")
+        if sop is not None and json_value(item, "0020000E") in (None, series_uid):
+            rows.append((sop, study_uid, series_uid, json_value(item, "00080016") or ""))
+    await record_instances(conn, rows)
+    await conn.execute("UPDATE series SET instances_indexed = true WHERE series_uid = %s", (series_uid,))

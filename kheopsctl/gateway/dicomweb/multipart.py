@@ -77,6 +77,7 @@ class MultipartReader:
         self._buf = bytearray(b"\r\n")
         self._delim = b"\r\n--" + boundary
         self._eof = False
+        self._in_part = False  # between a part's headers and its closing delimiter
 
     async def _fill(self) -> bool:
         if self._eof:
@@ -117,24 +118,30 @@ class MultipartReader:
             block = bytes(buf[:j])
             del buf[: j + 4]
             part = Part(_parse_headers(block), self)
+            self._in_part = True
             yield part
             await part.drain()
 
     async def _body(self) -> AsyncIterator[bytes | memoryview]:
         """The current part's body. Bulk bytes are memoryview slices of the incoming chunks (no copy); only
         the bytes that could start a delimiter (under its length) are carried in ``_buf``."""
+        # Every yield comes after the reader's state is updated: a caller may abandon the iterator at any
+        # yield (a refused part) and drain the part with a new one, which must lose and repeat nothing.
         buf, delim = self._buf, self._delim
         keep = len(delim) - 1
-        while True:
+        while self._in_part:
             i = buf.find(delim)
             if i >= 0:
-                if i:
-                    yield bytes(buf[:i])
+                head = bytes(buf[:i])
                 del buf[: i + len(delim)]
+                self._in_part = False
+                if head:
+                    yield head
                 return
             if len(buf) > keep:  # what the reader had buffered before this part (headers' chunk)
-                yield bytes(buf[: len(buf) - keep])
+                head = bytes(buf[: len(buf) - keep])
                 del buf[: len(buf) - keep]
+                yield head
             try:
                 chunk = await self._it.__anext__()
             except StopAsyncIteration:
@@ -145,17 +152,20 @@ class MultipartReader:
                 buf += chunk
                 continue
             j = chunk.find(delim)
-            if buf:
-                yield bytes(buf)
-                buf.clear()
             view = memoryview(chunk)
-            if j >= 0:
-                if j:
-                    yield view[:j]
+            carried = bytes(buf)
+            buf.clear()
+            if j >= 0:  # the part ends in this chunk
                 buf += view[j + len(delim):]
-                return
-            yield view[: len(chunk) - keep]
-            buf += view[len(chunk) - keep:]
+                self._in_part = False
+                body = view[:j]
+            else:  # the last bytes could start a delimiter: carried to the next chunk
+                buf += view[len(chunk) - keep:]
+                body = view[: len(chunk) - keep]
+            if carried:
+                yield carried
+            if body:
+                yield body
 
 
 def _parse_headers(block: bytes) -> dict[str, str]:

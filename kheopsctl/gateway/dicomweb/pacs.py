@@ -4,6 +4,8 @@
 - No cookie jar is shared between users: the client's jar refuses every cookie.
 - Optional Basic or Bearer credentials from the settings.
 - Transport failures become 502 (unreachable) / 504 (timeout) JSON errors without internals.
+- Every request passes ``upstream.check_request`` first: a path under the DICOMweb grammar, naming only the
+  resource the decider approved, with validated headers and query (the final guard, see upstream.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from urllib.parse import urlencode
 
 import httpx
 
+from kheopsctl.gateway.dicomweb import upstream
 from kheopsctl.gateway.errors import ApiError
 from kheopsctl.gateway.settings import GatewaySettings
 
@@ -90,6 +93,7 @@ class Pacs:
         """Send and return the response with its body unread (stream). The caller must ``aclose`` it."""
         h = dict(self._headers)
         h.update(headers or {})
+        upstream.check_request(method, path, h, params)
         url = self._query(path, params)
         for attempt in (1, 2):
             req = self.client.build_request(method, url, headers=h, content=content)
@@ -118,6 +122,7 @@ class Pacs:
 
         h = dict(self._headers)
         h.update(headers or {})
+        upstream.check_request("GET", path, h, params)
         return await raw_get(self._query(path, params), h, ssl_context=self._ssl, basic=self._basic)
 
     async def get_json(self, path: str, params: Mapping | None = None) -> list | dict:
@@ -139,7 +144,8 @@ class Pacs:
     async def echo(self) -> float:
         """One real QIDO (studies?limit=1); returns the latency in ms."""
         t0 = time.perf_counter()
-        await self.get_json("/studies", {"limit": "1"})
+        with upstream.internal():  # a whole-PACS query, but only its latency is used
+            await self.get_json("/studies", {"limit": "1"})
         return (time.perf_counter() - t0) * 1000
 
 

@@ -19,6 +19,8 @@ from collections import deque
 from typing import AsyncIterator
 from urllib.parse import urlsplit
 
+import h11
+
 from kheopsctl.gateway.errors import ApiError
 
 MAX_HEAD = 64 * 1024
@@ -145,16 +147,28 @@ class RawResponse:
         self.close()
 
 
+def request_head(target: str, host: str, headers: list[tuple[str, str]]) -> bytes:
+    """The request head, validated by h11's strict grammar (target and every header name and value): no CR, LF
+    or other byte outside the grammar can reach the PACS, so nothing can be added to or smuggled into it."""
+    try:
+        event = h11.Request(method="GET", target=target, headers=[("Host", host), *headers], http_version="1.0")
+    except (h11.LocalProtocolError, UnicodeError):  # UnicodeError: h11 takes ASCII text only
+        raise ApiError(400, "invalid request") from None
+    lines = [b"GET " + event.target + b" HTTP/1.0"]
+    lines += [name + b": " + value for name, value in event.headers.raw_items()]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
 async def raw_get(url: str, headers: dict[str, str], *, ssl_context: ssl.SSLContext | None, basic: tuple | None,
                   connect_timeout: float = 5.0, head_timeout: float = 300.0) -> RawResponse:
     parts = urlsplit(url)
     https = parts.scheme == "https"
     host, port = parts.hostname, parts.port or (443 if https else 80)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
-    lines = [f"GET {target} HTTP/1.0", f"Host: {parts.netloc}"]
+    fields = list(headers.items())
     if basic:
-        lines.append("Authorization: Basic " + base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode())
-    lines += [f"{k}: {v}" for k, v in headers.items()]
+        fields.insert(0, ("Authorization", "Basic " + base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()))
+    request = request_head(target, parts.netloc, fields)
     loop = asyncio.get_running_loop()
     try:
         transport, proto = await asyncio.wait_for(loop.create_connection(
@@ -163,7 +177,7 @@ async def raw_get(url: str, headers: dict[str, str], *, ssl_context: ssl.SSLCont
         raise ApiError(504, "the PACS did not answer in time") from None
     except OSError:
         raise ApiError(502, "the PACS is unreachable") from None
-    transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    transport.write(request)
     head = bytearray()
     try:
         async with asyncio.timeout(head_timeout):

@@ -61,26 +61,53 @@ def _wildcard(value: str) -> str:
     return escaped.replace("*", "%").replace("?", "_")
 
 
-def _range(column: str, value: str, what: str) -> tuple[str, list]:
+class Sql:
+    """A piece of SQL text together with the arguments of its ``%s`` placeholders, in order.
+
+    Statements are only ever assembled by joining pieces, so a clause can never be separated from its
+    arguments and the placeholders and the bound values cannot drift apart (as they did when a filter was
+    appended to the clause list in one place and to the argument list in another)."""
+
+    __slots__ = ("text", "args")
+
+    def __init__(self, text: str, *args):
+        if text.count("%s") != len(args) or "%(" in text:
+            raise ValueError(f"{text.count('%s')} placeholders for {len(args)} arguments in {text!r}")
+        self.text, self.args = text, tuple(args)
+
+    def __add__(self, other: "Sql | str") -> "Sql":
+        other = other if isinstance(other, Sql) else Sql(other)
+        return Sql(self.text + other.text, *self.args, *other.args)
+
+    @staticmethod
+    def join(sep: str, parts: list["Sql"]) -> "Sql":
+        out = Sql("")
+        for i, part in enumerate(parts):
+            out = out + (sep if i else "") + part
+        return out
+
+    def statement(self) -> tuple[str, list]:
+        return self.text, list(self.args)
+
+
+def _range(column: str, value: str, what: str) -> Sql:
     if not re.fullmatch(r"[0-9.:]*-?[0-9.:]*", value):
         raise ApiError(400, f"invalid {what} value")
     if "-" in value:
         lo, hi = value.split("-", 1)
-        clauses, args = [], []
+        clauses = []
         if lo:
-            clauses.append(f"st.{column} >= %s")
-            args.append(lo)
+            clauses.append(Sql(f"st.{column} >= %s", lo))
         if hi:
-            clauses.append(f"st.{column} <= %s" if what == "date" else f"substr(st.{column}, 1, %s) <= %s")
-            args += [hi] if what == "date" else [len(hi), hi]
-        return " AND ".join(clauses) or "true", args
-    return (f"st.{column} = %s", [value]) if what == "date" else (f"st.{column} LIKE %s", [value + "%"])
+            clauses.append(Sql(f"st.{column} <= %s", hi) if what == "date"
+                           else Sql(f"substr(st.{column}, 1, %s) <= %s", len(hi), hi))
+        return Sql.join(" AND ", clauses) if clauses else Sql("true")
+    return Sql(f"st.{column} = %s", value) if what == "date" else Sql(f"st.{column} LIKE %s", value + "%")
 
 
 @dataclass
 class StudyQuery:
-    where: list[str]
-    args: list
+    filters: list[Sql]  # conditions on the studies row ``st``, each with its own arguments
     modalities: list[str]
     includefields: set[str]
     order: str
@@ -88,10 +115,21 @@ class StudyQuery:
     offset: int
     favorite: bool
 
+    def add(self, clause: str, *args) -> None:
+        self.filters.append(Sql(clause, *args))
+
+    def conditions(self) -> list[Sql]:
+        out = list(self.filters)
+        if self.modalities:
+            out.append(Sql("EXISTS (SELECT 1 FROM v WHERE v.study_uid = st.study_uid AND v.modality = ANY(%s))",
+                           list(self.modalities)))
+        if self.favorite:
+            out.append(Sql("EXISTS (SELECT 1 FROM v WHERE v.study_uid = st.study_uid AND v.favorite)"))
+        return out
+
 
 def parse_study_query(params) -> StudyQuery:
-    where: list[str] = []
-    args: list = []
+    filters: list[Sql] = []
     modalities: list[str] = []
     fuzzy = params.get("fuzzymatching", "false").lower() == "true"
     for name, value in params.multi_items():
@@ -105,22 +143,20 @@ def parse_study_query(params) -> StudyQuery:
             raise ApiError(400, f"unsupported QIDO filter: {name[:64]}")
         column, vr = STUDY_ATTRS[kw]
         if vr == "DA":
-            clause, a = _range(column, value, "date")
+            clause = _range(column, value, "date")
         elif vr == "TM":
-            clause, a = _range(column, value, "time")
+            clause = _range(column, value, "time")
         elif vr == "UI":
-            uids = [u for u in re.split(r"[\\,]", value) if u]
-            clause, a = f"st.{column} = ANY(%s)", [uids]
+            clause = Sql(f"st.{column} = ANY(%s)", [u for u in re.split(r"[\\,]", value) if u])
         elif vr == "PN" or "*" in value or "?" in value:
             pattern = _wildcard(value)
             if vr == "PN" and "*" not in value and fuzzy:
                 pattern += "%"
             op = "ILIKE" if (fuzzy or vr == "PN") else "LIKE"
-            clause, a = f"st.{column} {op} %s", [pattern]
+            clause = Sql(f"st.{column} {op} %s", pattern)
         else:
-            clause, a = f"st.{column} = %s", [value]
-        where.append(clause)
-        args += a
+            clause = Sql(f"st.{column} = %s", value)
+        filters.append(clause)
     includefields: set[str] = set()
     for v in params.getlist("includefield"):
         for f in re.split(r"[,\s]", v):
@@ -136,46 +172,42 @@ def parse_study_query(params) -> StudyQuery:
         col = STUDY_ATTRS[kw][0]
         order = f"st.{col} {'DESC NULLS LAST' if desc else 'ASC NULLS LAST'}, st.study_uid"
     limit, offset = paging(params)
-    return StudyQuery(where, args, modalities, includefields, order, limit, offset,
+    return StudyQuery(filters, modalities, includefields, order, limit, offset,
                       params.get("favorite", "").lower() == "true")
+
+
+def _visible(albums: list[str]) -> Sql:
+    return Sql(
+        "WITH v AS MATERIALIZED (SELECT s.series_uid, s.study_uid, s.modality, s.number_of_instances,"
+        "  bool_or(als.favorite) AS favorite FROM album_series als JOIN series s ON s.series_uid = als.series_uid"
+        "  WHERE als.album_id = ANY(%s) GROUP BY s.series_uid)", list(albums))
+
+
+def _filtered(q: StudyQuery, select: str) -> Sql:
+    return (Sql(f"SELECT {select} FROM studies st WHERE st.study_uid IN (SELECT study_uid FROM v)")
+            + Sql.join("", [Sql(" AND ") + c for c in q.conditions()]))
 
 
 def study_sql(q: StudyQuery, albums: list[str]) -> tuple[str, list]:
     """Visible series -> filtered, sorted page of studies (SQL LIMIT/OFFSET, window total) -> aggregates for
     the page only (counts and modalities over visible series), so the cost does not grow with every study
     the caller can see."""
-    where = list(q.where)
-    args: list = [albums]
-    if q.modalities:
-        where.append("EXISTS (SELECT 1 FROM v WHERE v.study_uid = st.study_uid AND v.modality = ANY(%s))")
-        args.append(q.modalities)
-    if q.favorite:
-        where.append("EXISTS (SELECT 1 FROM v WHERE v.study_uid = st.study_uid AND v.favorite)")
-    args += q.args
-    page_order = q.order
     outer_order = q.order.replace("st.", "page.")
-    sql = (
-        "WITH v AS MATERIALIZED (SELECT s.series_uid, s.study_uid, s.modality, s.number_of_instances,"
-        "  bool_or(als.favorite) AS favorite FROM album_series als JOIN series s ON s.series_uid = als.series_uid"
-        "  WHERE als.album_id = ANY(%s) GROUP BY s.series_uid),"
-        " page AS (SELECT st.*, count(*) OVER () AS total FROM studies st"
-        "  WHERE st.study_uid IN (SELECT study_uid FROM v)"
-        f"{''.join(' AND ' + w for w in where)} ORDER BY {page_order} LIMIT %s OFFSET %s),"
-        " agg AS (SELECT v.study_uid, count(*) AS nseries, sum(v.number_of_instances) AS ninstances,"
-        "  array_agg(DISTINCT v.modality) AS modalities FROM v WHERE v.study_uid IN (SELECT study_uid FROM page)"
-        "  GROUP BY v.study_uid)"
-        f" SELECT page.*, agg.nseries, agg.ninstances, agg.modalities FROM page JOIN agg USING (study_uid)"
-        f" ORDER BY {outer_order}"
-    )
-    return sql, [*args, q.limit, q.offset]
+    return (
+        _visible(albums)
+        + ", page AS (" + _filtered(q, "st.*, count(*) OVER () AS total")
+        + Sql(f" ORDER BY {q.order} LIMIT %s OFFSET %s)", q.limit, q.offset)
+        + ", agg AS (SELECT v.study_uid, count(*) AS nseries, sum(v.number_of_instances) AS ninstances,"
+          "  array_agg(DISTINCT v.modality) AS modalities FROM v WHERE v.study_uid IN (SELECT study_uid FROM page)"
+          "  GROUP BY v.study_uid)"
+          " SELECT page.*, agg.nseries, agg.ninstances, agg.modalities FROM page JOIN agg USING (study_uid)"
+          f" ORDER BY {outer_order}"
+    ).statement()
 
 
 def count_sql(q: StudyQuery, albums: list[str]) -> tuple[str, list]:
     """The filtered total alone (used when the page is empty, e.g. an offset past the end)."""
-    sql, args = study_sql(q, albums)
-    head = sql.split(" page AS (")[0].rstrip(",")
-    body = sql.split(" page AS (SELECT st.*, count(*) OVER () AS total FROM studies st")[1].split(" ORDER BY ")[0]
-    return f"{head} SELECT count(*) AS total FROM studies st{body}", args[:-2]
+    return (_visible(albums) + " " + _filtered(q, "count(*) AS total")).statement()
 
 
 def _el(vr: str, value) -> dict:
@@ -231,8 +263,8 @@ def series_json(row: dict, study: dict | None, retrieve_base: str) -> dict:
 
 
 def series_filters(params) -> tuple[list[str], list]:
-    where: list[str] = []
-    args: list = []
+    """Series QIDO conditions on ``s``: the clauses, and their arguments in the same order."""
+    pieces: list[Sql] = []
     for name, value in params.multi_items():
         if name in CONTROL_PARAMS or value == "":
             continue
@@ -241,18 +273,14 @@ def series_filters(params) -> tuple[list[str], list]:
             raise ApiError(400, f"unsupported series QIDO filter: {name[:64]}")
         column, vr = SERIES_ATTRS[kw]
         if vr == "UI":
-            where.append(f"s.{column} = ANY(%s)")
-            args.append([u for u in re.split(r"[\\,]", value) if u])
+            pieces.append(Sql(f"s.{column} = ANY(%s)", [u for u in re.split(r"[\\,]", value) if u]))
         elif vr == "IS":
             try:
-                where.append(f"s.{column} = %s")
-                args.append(int(value))
+                pieces.append(Sql(f"s.{column} = %s", int(value)))
             except ValueError:
                 raise ApiError(400, f"invalid {kw}") from None
         elif "*" in value or "?" in value:
-            where.append(f"s.{column} LIKE %s")
-            args.append(_wildcard(value))
+            pieces.append(Sql(f"s.{column} LIKE %s", _wildcard(value)))
         else:
-            where.append(f"s.{column} = %s")
-            args.append(value)
-    return where, args
+            pieces.append(Sql(f"s.{column} = %s", value))
+    return [p.text for p in pieces], [a for p in pieces for a in p.args]

@@ -3,6 +3,9 @@
 Download decision (see docs/dicomweb.md): viewing (QIDO, metadata, frames, rendered, thumbnail, WADO-URI
 rendered) needs read; anything returning whole instances or raw attribute values (study/series/instance
 retrieve, bulkdata, ZIP, WADO-URI application/dicom) also needs the download right on that series.
+
+Each handler approves exactly the study and series it decided on (``upstream.approve``); the PACS client then
+refuses any request outside them (upstream.py), so a handler bug cannot read what the decider did not allow.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from kheopsctl.gateway.auth import principal
-from kheopsctl.gateway.dicomweb import qido, sharing, stow, uri, wado, zip as zipdl
+from kheopsctl.gateway.dicomweb import qido, sharing, stow, upstream, uri, wado, zip as zipdl
 from kheopsctl.gateway.dicomweb.access import AccessDecider, StudyAccess, check_uid
 from kheopsctl.gateway.dicomweb.pacs import DICOM_JSON, Pacs
 from kheopsctl.gateway.errors import ApiError
@@ -65,7 +68,7 @@ def _ctx(request: Request) -> DicomWeb:
 
 
 def _forward_params(request: Request) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in request.query_params.multi_items() if k not in NOT_FORWARDED]
+    return upstream.check_query([(k, v) for k, v in request.query_params.multi_items() if k not in NOT_FORWARDED])
 
 
 async def _study(request: Request) -> tuple[object, StudyAccess]:
@@ -77,6 +80,7 @@ async def _study(request: Request) -> tuple[object, StudyAccess]:
 
 
 async def _series(request: Request, *, download: bool = False) -> tuple[str, str]:
+    """The study and series of the path, decided; approved upstream for viewing, or download when asked."""
     _, acc = await _study(request)
     series = check_uid(request.path_params["series"])
     a = acc.series.get(series)
@@ -84,6 +88,7 @@ async def _series(request: Request, *, download: bool = False) -> tuple[str, str
         raise ApiError(404, "not found")
     if download and not a.download:
         raise ApiError(403, "no download right on this series")
+    upstream.approve(acc.study_uid, {series: download})
     return acc.study_uid, series
 
 
@@ -104,19 +109,19 @@ def _wants_zip(request: Request) -> bool:
 
 def _accept(request: Request, default: str) -> str:
     a = request.query_params.get("accept") or request.headers.get("accept") or ""
-    return default if a in ("", "*/*") else a
+    return default if a in ("", "*/*") else upstream.media_ranges(a)
 
 
 # ---- QIDO -------------------------------------------------------------------------------------------------
 
 async def studies(request: Request) -> Response:
     if request.method == "POST":
+        upstream.mark_internal()  # STOW decides per part; its PACS requests are the gateway's own
         return await stow.stow(request, _ctx(request), principal(request))
     ctx, p = _ctx(request), principal(request)
     q = qido.parse_study_query(request.query_params)
     if p.capability is not None and p.capability.study_uid is not None:
-        q.where.append("st.study_uid = %s")
-        q.args.append(p.capability.study_uid)
+        q.add("st.study_uid = %s", p.capability.study_uid)
     album = request.query_params.get("album")
     if request.query_params.get("inbox", "").lower() == "true":
         album = p.inbox_id
@@ -164,6 +169,7 @@ async def study_instances(request: Request) -> Response:
     ctx = _ctx(request)
     _, acc = await _study(request)
     visible = set(_visible_or_404(acc))
+    upstream.approve(acc.study_uid, visible, study_query=True)  # the PACS's answer is filtered to these
     limit, offset = qido.paging(request.query_params)
     params = [(k, v) for k, v in _forward_params(request) if k not in ("limit", "offset")]
     found = await ctx.pacs.get_json(f"/studies/{acc.study_uid}/instances", params)
@@ -190,6 +196,7 @@ async def series_instances(request: Request) -> Response:
 async def study(request: Request) -> Response:
     ctx = _ctx(request)
     if request.method == "POST":
+        upstream.mark_internal()
         return await stow.stow(request, ctx, principal(request), check_uid(request.path_params["study"]))
     if request.method in ("PUT", "DELETE"):
         return await share_or_remove(request)
@@ -198,6 +205,7 @@ async def study(request: Request) -> Response:
     downloadable = [s for s in visible if acc.series[s].download]
     if not downloadable:
         raise ApiError(403, "no download right on this study")
+    upstream.approve(acc.study_uid, {s: True for s in downloadable})
     if _wants_zip(request):
         return await zipdl.study_zip(ctx.pacs, acc.study_uid, downloadable)
     return await wado.study_retrieve(ctx.pacs, acc.study_uid, downloadable, _accept(request, DEFAULT_RETRIEVE))
@@ -206,13 +214,16 @@ async def study(request: Request) -> Response:
 async def study_metadata(request: Request) -> Response:
     ctx = _ctx(request)
     _, acc = await _study(request)
-    return await wado.study_metadata(ctx.pacs, acc.study_uid, _visible_or_404(acc), ctx.rewriter)
+    visible = _visible_or_404(acc)
+    upstream.approve(acc.study_uid, visible)
+    return await wado.study_metadata(ctx.pacs, acc.study_uid, visible, ctx.rewriter)
 
 
 async def study_thumbnail(request: Request) -> Response:
     ctx = _ctx(request)
     _, acc = await _study(request)
     first = _visible_or_404(acc)[0]
+    upstream.approve(acc.study_uid, [first])
     return await _thumbnail(ctx, f"/studies/{acc.study_uid}/series/{first}", _accept(request, "image/jpeg"),
                             _forward_params(request))
 
@@ -254,10 +265,7 @@ def _viewing(suffix: str, default_accept: str):
         if "sop" in request.path_params:
             path += f"/instances/{_sop(request)}"
         if "frames" in request.path_params:
-            frames = request.path_params["frames"]
-            if not all(f.isdigit() and int(f) > 0 for f in frames.split(",")):
-                raise ApiError(400, "malformed frame list")
-            path += f"/frames/{frames}"
+            path += f"/frames/{upstream.check_frames(request.path_params['frames'])}"
         if suffix == "/thumbnail":
             return await _thumbnail(ctx, path, _accept(request, default_accept), _forward_params(request))
         accept = _accept(request, default_accept)
@@ -279,9 +287,7 @@ async def instance(request: Request) -> Response:
 async def bulkdata(request: Request) -> Response:
     ctx = _ctx(request)
     study_uid, series_uid = await _series(request, download=True)
-    rest = request.path_params["rest"]
-    if not all(c.isalnum() or c in "/." for c in rest):
-        raise ApiError(400, "malformed bulkdata path")
+    rest = upstream.check_bulk_path(request.path_params["rest"])
     return await wado.proxy(ctx.pacs, f"/studies/{study_uid}/series/{series_uid}/instances/{_sop(request)}/bulk/{rest}",
                             accept=_accept(request, "multipart/related; type=\"application/octet-stream\""))
 
@@ -341,7 +347,7 @@ async def favorites(request: Request) -> Response:
 
 async def pacs_echo(request: Request) -> Response:
     principal(request)
-    latency = await _ctx(request).pacs.echo()
+    latency = await _ctx(request).pacs.echo()  # marked internal by Pacs.echo
     return JSONResponse({"pacs": "ok", "latency_ms": round(latency, 2)})
 
 

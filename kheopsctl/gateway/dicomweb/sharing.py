@@ -11,7 +11,7 @@ from __future__ import annotations
 from kheopsctl.gateway import events, webhooks
 from kheopsctl.gateway.dicomweb.access import StudyAccess, study_access
 from kheopsctl.gateway.errors import ApiError
-from kheopsctl.gateway.permissions import album_rights
+from kheopsctl.gateway.permissions import album_rights, require_write_capable
 from kheopsctl.gateway.users import find_user
 
 
@@ -114,6 +114,9 @@ async def remove(conn, principal, study_uid: str, series_uid: str | None, album:
 
 
 async def favorite(conn, principal, study_uid: str, series_uid: str | None, album: str | None, value: bool) -> None:
+    """Mark visible series of ``album`` (default: the inbox) as favorite: curation by a member, so a share
+    link or a read-only token may not (checked before anything is looked at)."""
+    require_write_capable(principal, "changing favorites")
     album = album or principal.inbox_id
     access = await study_access(conn, principal, study_uid)
     series = _targets(access, series_uid, album)

@@ -10,12 +10,8 @@ import httpx
 import pytest
 
 from tests.data.dicomgen import GeneratedStudy, make_study, multipart_related
-from tests.services.orthanc import orthanc  # noqa: F401 - session fixture re-exported
 
-
-@pytest.fixture(scope="session")
-def dw(gateway_factory, orthanc):  # noqa: F811
-    return gateway_factory({"pacs_url": orthanc.dicomweb_url, "access_cache_seconds": 2.0})
+# ``dw`` and ``orthanc`` live in tests/gateway/conftest.py, so that every package under tests/gateway shares them
 
 
 def stow_through(client: httpx.Client, study: GeneratedStudy, album: str | None = None,

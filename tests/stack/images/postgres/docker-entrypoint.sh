@@ -55,9 +55,10 @@ if [[ ${1:-} == postgres ]]; then
     log "initializing a new cluster in $PGDATA"
     pwfile=$(mktemp)
     printf '%s\n' "$POSTGRES_PASSWORD" > "$pwfile"
+    # no --auth options, like the official image: initdb's default trusts the socket AND loopback TCP
+    # (127.0.0.1, ::1); only the line appended below asks the network for a password
     # shellcheck disable=SC2086  # POSTGRES_INITDB_ARGS is a word list by contract
-    initdb --username="$POSTGRES_USER" --pwfile="$pwfile" --auth-local=trust --auth-host="$POSTGRES_HOST_AUTH_METHOD" \
-      --encoding=UTF8 -D "$PGDATA" $POSTGRES_INITDB_ARGS >/dev/null
+    initdb --username="$POSTGRES_USER" --pwfile="$pwfile" --encoding=UTF8 -D "$PGDATA" $POSTGRES_INITDB_ARGS >/dev/null
     rm -f "$pwfile"
     printf '\n# kheops-test: accept the network, as the official image does\nhost all all all %s\n' \
       "$POSTGRES_HOST_AUTH_METHOD" >> "$PGDATA/pg_hba.conf"
