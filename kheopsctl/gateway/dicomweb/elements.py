@@ -90,6 +90,11 @@ class Scanner:
                     else:
                         self._req = (_SKIP, want - take)
                     continue
+                if not self._acc and n - i >= want:  # the common case: the whole request is in this chunk
+                    got = bytes(mv[i:i + want])
+                    i += want
+                    self._req = self._gen.send(got)
+                    continue
                 need = want - len(self._acc)
                 take = min(need, n - i)
                 self._acc += mv[i:i + take]
@@ -198,31 +203,31 @@ class Scanner:
         del start
 
     def _head(self, implicit: bool, little: bool, optional: bool = False):
-        """Read one element header: (tag, vr or None, length). None at a clean end (optional only)."""
+        """Read one element header: (tag, vr or None, length). None at a clean end (optional only).
+
+        Every header starts with 8 bytes (tag + length, tag + VR + short length, or tag + VR + reserved), so
+        they are asked for at once: one round trip through the walk per element, not three."""
         order = "little" if little else "big"
         pending = getattr(self, "_pending_head", None)
         if pending is not None:
             self._pending_head = None
-            t = pending
+            t = pending + (yield from self._read(4))
         elif optional:
-            t = yield (_OPTIONAL, 4)
+            t = yield (_OPTIONAL, 8)
             if t is None:
                 return None
-            self.pos += 4
+            self.pos += 8
         else:
-            t = yield from self._read(4)
+            t = yield from self._read(8)
         tag = (int.from_bytes(t[0:2], order) << 16) | int.from_bytes(t[2:4], order)
         if tag >> 16 == 0xFFFE or implicit:  # items and delimiters never carry a VR
-            length = int.from_bytes((yield from self._read(4)), order)
-            return tag, None, length
-        vr = yield from self._read(2)
+            return tag, None, int.from_bytes(t[4:8], order)
+        vr = t[4:6]
+        if vr in _SHORT_VRS:
+            return tag, vr, int.from_bytes(t[6:8], order)
         if vr in _LONG_VRS:
-            length = int.from_bytes((yield from self._read(6))[2:6], order)
-        elif vr in _SHORT_VRS:
-            length = int.from_bytes((yield from self._read(2)), order)
-        else:
-            raise ElementError("unknown VR")
-        return tag, vr, length
+            return tag, vr, int.from_bytes((yield from self._read(4)), order)
+        raise ElementError("unknown VR")
 
     def _dataset(self, implicit: bool, little: bool, end: int | None, depth: int, top: bool = False,
                  delimited: bool = False):
