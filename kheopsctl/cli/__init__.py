@@ -7,6 +7,7 @@ its exit code: this is the single abort path.
 from __future__ import annotations
 
 import sys
+from importlib import metadata
 
 import typer
 
@@ -20,7 +21,20 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kheopsctl {metadata.version('kheopsctl')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
+                                       help="Print kheopsctl's version and exit.")) -> None:
+    """Install, secure, check and operate a KHEOPS site."""
 app.command("install")(install.command)
 app.command("status")(status.command)
 app.command("logs")(logs.command)
