@@ -262,12 +262,18 @@ def throughput(url: str, headers: dict, clients: int, rounds: int = 1) -> float:
 
 def curl_throughput(url: str, headers: dict, clients: int) -> float:
     """MB/s over ``clients`` concurrent curl processes (a C client: it leaves the CPU to the servers). Headers go
-    through a 0600 file, so the token never appears on a command line."""
+    through a 0600 file, so the token never appears on a command line. ``unix:SOCKET;URL`` fetches URL through
+    that Unix socket."""
+    sock = None
+    if url.startswith("unix:"):
+        sock, _, url = url[len("unix:"):].partition(";")
     hfile = Path(tempfile.gettempdir()) / f"bench-headers-{os.getpid()}"
     fd = os.open(hfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write("".join(f"{k}: {v}\n" for k, v in headers.items()))
     cmd = [CURL, "-sS", "-f", "-o", "/dev/null", "-w", "%{size_download}", "-H", f"@{hfile}", url]
+    if sock:
+        cmd[1:1] = ["--unix-socket", sock]
     try:
         t0 = time.perf_counter()
         procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE) for _ in range(clients)]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import os
 import shutil
 import statistics
@@ -57,6 +58,20 @@ def container_ip(project: str, service: str) -> str:
     return out[0]
 
 
+def gateway_socket(project: str) -> str | None:
+    """The host path of the gateway's Unix socket (the volume it shares with nginx), if it listens on one."""
+    ids = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={project}",
+                          "--filter", "label=com.docker.compose.service=gateway"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    if not ids:
+        return None
+    fmt = '{{range .Mounts}}{{if eq .Destination "/run/kheops-socket"}}{{.Source}}{{end}}{{end}}'
+    src = subprocess.run(["docker", "inspect", "-f", fmt, ids[0]], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    path = Path(src) / "gateway.sock" if src else None
+    return str(path) if path and path.is_socket() else None
+
+
 def run(site: Path, size_mb: int, rounds: int) -> list[tuple[str, str, str, str]]:
     settings = load_settings(site, environ={})
     secret = (site / "secrets" / "kheops_client_kheopsctl_secret").read_text().strip()
@@ -67,6 +82,9 @@ def run(site: Path, size_mb: int, rounds: int) -> list[tuple[str, str, str, str]
     auth = {"Authorization": f"Bearer {token}"}
     basic = {"Authorization": "Basic " + base64.b64encode(f"kheops:{pacs_pass}".encode()).decode()}
     orthanc_ip, gateway_ip, nginx_ip = (container_ip(settings.project, s) for s in ("orthanc", "gateway", "nginx"))
+    # the gateway alone: through the Unix socket nginx uses (its TCP port listens on the container's loopback)
+    sock = gateway_socket(settings.project)
+    gateway_base = f"unix:{sock};http://localhost/api" if sock else f"http://{gateway_ip}:8000/api"
     site_api = f"http://127.0.0.1:{settings.ports.http}/api"
     direct = f"http://{orthanc_ip}:8042/dicom-web"
     rows: list[tuple[str, str, str, str]] = []
@@ -88,7 +106,7 @@ def run(site: Path, size_mb: int, rounds: int) -> list[tuple[str, str, str, str]
         accept = {"Accept": ACCEPT_DICOM}
         for clients in (1, 8):
             sides = [Side("direct", direct + path, {**accept, **basic}),
-                     Side("gateway", f"http://{gateway_ip}:8000/api" + path, {**accept, **auth}),
+                     Side("gateway", gateway_base + path, {**accept, **auth}),
                      Side("nginx", f"http://{nginx_ip}/api" + path, {**accept, **auth}),
                      Side("site", site_api + path, {**accept, **auth})]
             # the stack's processes live in containers: the host's CPU is what each side costs in all
@@ -106,6 +124,32 @@ def run(site: Path, size_mb: int, rounds: int) -> list[tuple[str, str, str, str]
     return rows
 
 
+@contextlib.contextmanager
+def throwaway_site(site: Path | None, *, project: str, port_base: int, config: Path, name: str):
+    """``site`` itself when given; else a site installed for the benchmark (ports from ``port_base``) and purged,
+    volumes included, when the block ends. Yields the site directory."""
+    if site is not None:
+        yield site
+        return
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KHEOPS_")}
+    env.update(KHEOPS_PROJECT=project, KHEOPS_PORTS__HTTP=str(port_base), KHEOPS_PORTS__KEYCLOAK=str(port_base + 1),
+               KHEOPS_PORTS__HTTPS=str(port_base + 363), KHEOPS_ROOT_URL=f"http://127.0.0.1:{port_base}",
+               DOCKER_BUILDKIT="0")
+    tmp = Path(tempfile.mkdtemp(prefix=f"{project}-"))
+    site = tmp / "kheops"
+    try:
+        print("installing a throwaway site ...", file=sys.stderr)
+        r = subprocess.run([KHEOPSCTL, "install", "--dir", str(site), "--config", str(config), "--yes"],
+                           env=env, capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.exit(f"{name}: install failed:\n{r.stderr[-3000:]}")
+        yield site
+    finally:
+        print("purging the throwaway site ...", file=sys.stderr)
+        subprocess.run([KHEOPSCTL, "down", "--dir", str(site), "--purge-data", "--yes"], env=env, capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", type=Path, help="an installed site (default: install a throwaway one)")
@@ -116,27 +160,9 @@ def main() -> int:
     ap.add_argument("--port-base", type=int, default=48180, help="ports of the throwaway site")
     args = ap.parse_args()
     load0, t0 = os.getloadavg(), time.monotonic()
-    tmp = None
-    site = args.dir
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KHEOPS_")}
-    if site is None:
-        tmp = Path(tempfile.mkdtemp(prefix="kheops-site-"))
-        site = tmp / "kheops"
-        env.update(KHEOPS_PROJECT="kbench-site", KHEOPS_PORTS__HTTP=str(args.port_base),
-                   KHEOPS_PORTS__KEYCLOAK=str(args.port_base + 1), KHEOPS_PORTS__HTTPS=str(args.port_base + 363),
-                   KHEOPS_ROOT_URL=f"http://127.0.0.1:{args.port_base}", DOCKER_BUILDKIT="0")
-        print("installing a throwaway site ...", file=sys.stderr)
-        r = subprocess.run([KHEOPSCTL, "install", "--dir", str(site), "--config", str(args.config), "--yes"],
-                           env=env, capture_output=True, text=True)
-        if r.returncode != 0:
-            sys.exit(f"bench_site: install failed:\n{r.stderr[-3000:]}")
-    try:
+    with throwaway_site(args.dir, project="kbench-site", port_base=args.port_base, config=args.config,
+                        name="bench_site") as site:
         rows = run(site, args.size_mb, args.rounds)
-    finally:
-        if tmp is not None:
-            subprocess.run([KHEOPSCTL, "down", "--dir", str(site), "--purge-data", "--yes"], env=env,
-                           capture_output=True)
-            shutil.rmtree(tmp, ignore_errors=True)
     load = os.getloadavg()
     print(f"# {os.cpu_count()} CPUs, {time.monotonic() - t0:.0f} s; load average (1 / 5 / 15 min) at start "
           f"{load0[0]:.1f} / {load0[1]:.1f} / {load0[2]:.1f}, at end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")

@@ -61,7 +61,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_gateway import ACCEPT_DICOM, MB, host_cpu, paired_ratio, process_cpu  # noqa: E402
-from bench_site import container_ip  # noqa: E402
+from bench_site import container_ip, gateway_socket, throwaway_site  # noqa: E402
 
 from kheopsctl.config import load_settings  # noqa: E402
 from tests.data.dicomgen import make_study, multipart_related  # noqa: E402
@@ -251,15 +251,6 @@ def container_pid(project: str, service: str) -> int | None:
         return None
     return int(subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", ids[0]], capture_output=True,
                               text=True, check=True).stdout.strip()) or None
-
-
-def gateway_socket(project: str) -> str | None:
-    """The host path of the gateway's Unix socket (the volume it shares with nginx), if it listens on one."""
-    fmt = '{{range .Mounts}}{{if eq .Destination "/run/kheops-socket"}}{{.Source}}{{end}}{{end}}'
-    src = subprocess.run(["docker", "inspect", "-f", fmt, container_id(project, "gateway")], capture_output=True,
-                         text=True, check=True).stdout.strip()
-    path = Path(src) / "gateway.sock" if src else None
-    return str(path) if path and path.is_socket() else None
 
 
 def container_id(project: str, service: str) -> str:
@@ -713,33 +704,11 @@ def main() -> int:
     args.rounds = args.rounds or (2 if args.quick else 5)
     args.seconds = args.seconds or (1.0 if args.quick else 3.0)
     load0, t0 = os.getloadavg(), time.monotonic()
-    tmp, site = None, args.dir
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KHEOPS_")}
-    lines: list[str] = []
-    if site is None:
-        tmp = Path(tempfile.mkdtemp(prefix="kheops-viewer-"))
-        site = tmp / "kheops"
-        env.update(KHEOPS_PROJECT="kbench-viewer", KHEOPS_PORTS__HTTP=str(args.port_base),
-                   KHEOPS_PORTS__KEYCLOAK=str(args.port_base + 1), KHEOPS_PORTS__HTTPS=str(args.port_base + 363),
-                   KHEOPS_ROOT_URL=f"http://127.0.0.1:{args.port_base}", DOCKER_BUILDKIT="0")
-        print("installing a throwaway site ...", file=sys.stderr)
-        r = subprocess.run([KHEOPSCTL, "install", "--dir", str(site), "--config", str(args.config), "--yes"],
-                           env=env, capture_output=True, text=True)
-        if r.returncode != 0:
-            subprocess.run([KHEOPSCTL, "down", "--dir", str(site), "--purge-data", "--yes"], env=env,
-                           capture_output=True)
-            shutil.rmtree(tmp, ignore_errors=True)
-            sys.exit(f"bench_viewer: install failed:\n{r.stderr[-3000:]}")
-    t_site = time.monotonic() - t0
-    try:
+    with throwaway_site(args.dir, project="kbench-viewer", port_base=args.port_base, config=args.config,
+                        name="bench_viewer") as site:
+        t_site = time.monotonic() - t0
         load1 = os.getloadavg()
         lines = run(site, args, workloads)
-    finally:
-        if tmp is not None:
-            print("purging the throwaway site ...", file=sys.stderr)
-            subprocess.run([KHEOPSCTL, "down", "--dir", str(site), "--purge-data", "--yes"], env=env,
-                           capture_output=True)
-            shutil.rmtree(tmp, ignore_errors=True)
     load = os.getloadavg()
     print(f"# {'quick' if args.quick else 'full'} run, {args.rounds} rounds, {os.cpu_count()} CPUs, "
           f"{time.monotonic() - t0:.0f} s ({t_site:.0f} s installing); load average (1 / 5 / 15 min) at start "
