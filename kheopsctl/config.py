@@ -22,6 +22,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from kheopsctl.errors import ConfigError
+from kheopsctl.gateway.settings import LOG_LEVELS
 
 CONFIG_FILE = "kheops.toml"
 ENV_PREFIX = "KHEOPS_"
@@ -113,6 +114,24 @@ class Tls:
 
 
 @dataclass
+class Smtp:
+    """Outgoing mail of the realm (password resets, e-mail verification); applied by kheopsctl.ops.smtp."""
+
+    # mail server; empty = kheopsctl does not manage the realm's mail
+    host: str = ""
+    port: int = 587
+    # starttls | ssl | none
+    security: str = "starttls"
+    from_address: str = ""
+    from_name: str = "KHEOPS"
+    reply_to: str = ""
+    # login on the mail server; its password is DIR/secrets/smtp_password (0600)
+    user: str = ""
+    # ask each user to confirm their address by mail before the first login
+    verify_email: bool = False
+
+
+@dataclass
 class Settings:
     # docker compose project name (container and volume prefix)
     project: str = "kheops"
@@ -123,6 +142,7 @@ class Settings:
     pacs: Pacs = field(default_factory=Pacs)
     gateway: Gateway = field(default_factory=Gateway)
     tls: Tls = field(default_factory=Tls)
+    smtp: Smtp = field(default_factory=Smtp)
 
     # ---- derived values, used by render / doctor / secure ----
     @property
@@ -174,7 +194,8 @@ def load_settings(
     site back to plain HTTP. ``flags`` maps dotted key paths (``"site.root_url"``) to values. Raises
     ConfigError naming the key path of the first problem.
     """
-    merged: dict[str, Any] = {}
+    # lowest layer: a site is its directory, so its compose project is named after it unless set
+    merged: dict[str, Any] = {"project": project_for_dir(site_dir)}
     if config_file is not None and not config_file.is_file():
         raise ConfigError(f"config file {config_file} not found", hint="check the --config path")
     for source in (site_dir / CONFIG_FILE, config_file):
@@ -186,6 +207,12 @@ def load_settings(
             continue
         _deep_merge(merged, _nest(dotted.split("."), value))
     return settings_from_dict(merged)
+
+
+def project_for_dir(site_dir: Path) -> str:
+    """The default compose project of the site in ``site_dir``: its name, made a valid project name."""
+    name = re.sub(r"[^a-z0-9_-]+", "-", Path(site_dir).absolute().name.lower()).strip("-_")
+    return name or Settings.project
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -206,9 +233,26 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         elif name.startswith(ENV_PREFIX) and "__" in name:
             path = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
         else:
+            _refuse_single_underscore(name)
             continue
         _deep_merge(out, _nest(path, _EnvValue(raw, name)))
     return out
+
+
+def _refuse_single_underscore(name: str) -> None:
+    """KHEOPS_PORTS_HTTP (one underscore) names no setting and used to be ignored without a word."""
+    if not name.startswith(ENV_PREFIX):
+        return
+    rest = name[len(ENV_PREFIX):].lower()
+    for section in fields(Settings):
+        default = section.default_factory() if section.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+        if default is None or not rest.startswith(section.name + "_"):
+            continue
+        key = rest[len(section.name) + 1:]
+        if key in {f.name for f in fields(default)}:
+            meant = f"{ENV_PREFIX}{section.name.upper()}__{key.upper()}"
+            raise ConfigError(f"${name} is not a setting (one underscore): did you mean ${meant}?",
+                              hint=f"settings take a double underscore between section and key: {meant}=...")
 
 
 class _EnvValue(str):
@@ -346,6 +390,34 @@ def validate(s: Settings) -> None:
                               hint="comma-separated, e.g. 10.20.0.0/16,192.168.5.10/32") from None
     if s.keycloak.access_token_lifespan < 30:
         raise ConfigError("keycloak.access_token_lifespan: must be at least 30 seconds")
+    validate_keycloak_and_gateway(s)
+    from kheopsctl.ops.smtp import validate_settings as validate_smtp  # the mail checks live with the mail code
+
+    validate_smtp(s.smtp)
+
+
+_HEAP = re.compile(r"^[1-9][0-9]*[kKmMgG]?$")  # the JVM's -Xmx syntax
+_REALM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # it becomes a URL path segment and a token issuer
+
+
+def validate_keycloak_and_gateway(s: Settings) -> None:
+    """Values the containers would only choke on at start (a crash loop, a traceback), refused here."""
+    if s.gateway.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"gateway.log_level: must be one of {', '.join(LOG_LEVELS).lower()}, "
+                          f"got {s.gateway.log_level!r}")
+    if not _HEAP.match(s.keycloak.heap_max):
+        raise ConfigError(f"keycloak.heap_max: {s.keycloak.heap_max!r} is not a JVM heap size",
+                          hint="a number with an optional k, m or g, e.g. 768m or 2g")
+    if not _REALM.match(s.keycloak.realm):
+        raise ConfigError(f"keycloak.realm: {s.keycloak.realm!r} must be letters, digits, - or _",
+                          hint="the realm name is part of every login URL and of the token issuer")
+    if not s.keycloak.admin_user.strip():
+        raise ConfigError("keycloak.admin_user: must not be empty", hint="the default is admin")
+    if s.keycloak.public_url:
+        parts = urlsplit(s.keycloak.public_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"keycloak.public_url: {s.keycloak.public_url!r} is not an http(s) URL with a host",
+                              hint="for example https://login.example.org (or leave it empty to derive it)")
 
 
 def validate_root_url(url: str, key: str = "site.root_url") -> None:

@@ -28,3 +28,9 @@ class ConfigError(KheopsError):
 
 class DockerUnavailable(KheopsError):
     exit_code = 3
+
+
+class UsageError(KheopsError):
+    """The command line asks for something impossible (exit 2, like click's own usage errors)."""
+
+    exit_code = 2

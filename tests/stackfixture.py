@@ -20,6 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from kheopsctl.config import load_settings
+from kheopsctl.site import SiteLayout
+from kheopsctl.site.secrets import Secret, read_secret
+
 REPO = Path(__file__).resolve().parent.parent
 TEST_CONFIG = REPO / "tests" / "stack" / "kheops-test.toml"
 DOCKER = "/usr/bin/docker"
@@ -34,16 +38,12 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
 
     @property
-    def layout(self):
-        from kheopsctl.deploy.layout import SiteLayout
-
+    def layout(self) -> SiteLayout:
         return SiteLayout(self.dir)
 
     @property
     def settings(self):
         """Settings as the site sees them now (DIR/kheops.toml + the same environment overrides)."""
-        from kheopsctl.config import load_settings
-
         return load_settings(self.dir, environ=self.env)
 
     def run(self, *args: str, check: bool = False, input: str | None = None, timeout: float = 900,
@@ -66,13 +66,9 @@ class Stack:
 
     @property
     def admin_password(self) -> str:
-        from kheopsctl.deploy.secrets import read_secret
-
-        return read_secret(self.layout, "keycloak_admin_password")
+        return read_secret(self.layout, Secret.ADMIN_PASSWORD)
 
     def secret(self, name: str) -> str:
-        from kheopsctl.deploy.secrets import read_secret
-
         return read_secret(self.layout, name)
 
     def install(self, *extra: str, timeout: float = 1200) -> subprocess.CompletedProcess:

@@ -13,8 +13,10 @@ from rich.table import Table
 from rich.text import Text
 
 from kheopsctl.cli.common import ConfigOption, DirOption, JsonOption, console, emit_json
-from kheopsctl.config import CONFIG_FILE, load_settings
+from kheopsctl.doctor import run_doctor, to_json
+from kheopsctl.doctor.registry import all_checks, select
 from kheopsctl.errors import KheopsError
+from kheopsctl.site import NoSite, Site
 
 STYLE = {"ok": "green", "warn": "yellow", "fail": "red", "skip": "dim", "error": "magenta"}
 
@@ -30,10 +32,6 @@ def command(
     list_checks: bool = typer.Option(False, "--list-checks", help="List the checks and exit."),
 ) -> None:
     """Check this host (pre-flight) and the running site (live), and say how to fix what is wrong."""
-    from kheopsctl.doctor import run_doctor, to_json
-    from kheopsctl.doctor.context import site_layout
-    from kheopsctl.doctor.registry import all_checks, select
-
     if list_checks:
         checks = select(names, preflight_only=preflight) if names else [
             c for c in all_checks() if c.phase == "preflight" or not preflight
@@ -52,19 +50,16 @@ def command(
 
     checks = select(names, preflight_only=preflight)  # unknown names: exit 2 before any work
     live = any(c.phase == "live" for c in checks)
-    if live and config is None and not (site_dir / CONFIG_FILE).is_file():
-        raise KheopsError(
-            f"no KHEOPS site in {site_dir} ({CONFIG_FILE} not found)",
-            hint="pass --dir of an installed site, or --preflight to check this host before installing",
-            exit_code=2,
-        )
-    settings = load_settings(site_dir, config)
-    layout = site_layout(site_dir)
+    try:
+        site = Site.open(site_dir, config, must_exist=live and config is None)
+    except NoSite as exc:
+        exc.hint = "pass --dir of an installed site, or --preflight to check this host before installing"
+        raise
 
     def notice(name: str, elapsed: float) -> None:
         console.print(f"[dim]… {name} still running ({elapsed:.0f} s)[/]", highlight=False)
 
-    report = run_doctor(settings, layout, names=[c.name for c in checks], notice=notice)
+    report = run_doctor(site.settings, site.layout, names=[c.name for c in checks], notice=notice, site=site)
     document = to_json(report)
     print_table(document)
     if as_json:

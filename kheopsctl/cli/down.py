@@ -8,8 +8,9 @@ from pathlib import Path
 import typer
 
 from kheopsctl.cli.common import DirOption, JsonOption, console, emit_json
-from kheopsctl.deploy.operate import open_site, site_down
-from kheopsctl.errors import KheopsError
+from kheopsctl.deploy import operate
+from kheopsctl.errors import KheopsError, UsageError
+from kheopsctl.site import Site
 
 
 def command(
@@ -19,15 +20,16 @@ def command(
     json_out: bool = JsonOption,
 ) -> None:
     """Stop the site. Secrets, settings and (without --purge-data) volumes stay."""
-    settings, layout = open_site(dir)
+    site = Site.open(dir)
+    settings = site.settings
     if purge_data and not yes:
         if not sys.stdin.isatty():
-            raise KheopsError("--purge-data deletes every study and account of the site and needs confirmation",
-                              hint="add --yes to confirm without a terminal", exit_code=2)
+            raise UsageError("--purge-data deletes every study and account of the site and needs confirmation",
+                             hint="add --yes to confirm without a terminal")
         if not typer.confirm(f"Delete all data volumes of {settings.project} (studies, users, databases)?",
                              default=False, err=True):
             raise KheopsError("not confirmed: nothing was deleted", exit_code=1)
-    result = site_down(settings, layout, purge_data)
+    result = operate.down(site, purge_data)
     what = "containers and data volumes removed" if purge_data else "containers removed, data volumes kept"
     console.print(f"[green]{settings.project}: {what}[/]", highlight=False)
     if json_out:

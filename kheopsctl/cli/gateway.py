@@ -14,13 +14,12 @@ import typer
 
 from kheopsctl.cli.common import console
 from kheopsctl.errors import ConfigError, KheopsError
+from kheopsctl.gateway.settings import from_env
 
 app = typer.Typer(help="Run or migrate the bundled authorization gateway.", no_args_is_help=True)
 
 
 def _settings():
-    from kheopsctl.gateway.settings import from_env
-
     try:
         return from_env()
     except (ValueError, OSError) as exc:
@@ -32,6 +31,8 @@ def _settings():
 def serve(
     host: str = typer.Option(None, "--host", help="Listen address (default KHEOPS_GW_LISTEN_HOST or 0.0.0.0)."),
     port: int = typer.Option(None, "--port", help="Listen port (default KHEOPS_GW_LISTEN_PORT or 8000)."),
+    workers: int = typer.Option(1, "--workers", envvar="KHEOPS_GW_WORKERS", min=1,
+                                help="Worker processes sharing the listeners (gateway.workers in kheops.toml)."),
 ) -> None:
     """Serve the gateway (settings from KHEOPS_GW_* environment variables)."""
     import dataclasses
@@ -45,12 +46,13 @@ def serve(
     overrides = {k: v for k, v in (("listen_host", host), ("listen_port", port)) if v is not None}
     settings = dataclasses.replace(settings, **overrides)
     gwlogging.configure(settings.log_level)
-    config = uvicorn.Config(
-        create_app(settings), host=settings.listen_host, port=settings.listen_port, log_config=None,
-        access_log=False, proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips, server_header=False,
-        lifespan="on",
-        timeout_graceful_shutdown=10,
-    )
+    options = dict(host=settings.listen_host, port=settings.listen_port, log_config=None,
+                   access_log=False, proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips,
+                   server_header=False, lifespan="on", timeout_graceful_shutdown=10)
+    if workers > 1:
+        _serve_workers(settings, workers, options)
+        return
+    config = uvicorn.Config(create_app(settings), **options)
     server = uvicorn.Server(config)
     sockets = None
     if settings.listen_socket:
@@ -68,6 +70,26 @@ def serve(
             Path(settings.listen_socket).unlink(missing_ok=True)
     if not server.started:
         raise KheopsError("the gateway did not start", "see the log lines above (database reachable? port free?)")
+
+
+def _serve_workers(settings, workers: int, options: dict) -> None:
+    """gateway.workers > 1: the listeners bound here once, shared by the worker processes (gateway/workers.py)."""
+    import uvicorn
+
+    from kheopsctl.gateway import workers as gwworkers
+
+    try:
+        sockets = [uvicorn.Config("unused", **options).bind_socket()]
+        if settings.listen_socket:
+            sockets.append(_unix_listener(settings.listen_socket))
+    except (OSError, SystemExit) as exc:  # uvicorn's bind_socket exits on a busy port
+        raise KheopsError(f"cannot listen: {getattr(exc, 'strerror', None) or exc}",
+                          "check KHEOPS_GW_LISTEN_SOCKET's directory and KHEOPS_GW_LISTEN_HOST/PORT") from None
+    try:
+        gwworkers.serve(settings, workers, sockets, **options)
+    finally:
+        if settings.listen_socket:
+            Path(settings.listen_socket).unlink(missing_ok=True)
 
 
 def _unix_listener(path: str) -> socket.socket:

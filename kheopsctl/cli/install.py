@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from kheopsctl.cli.common import ConfigOption, DirOption, JsonOption, console, emit_json
-from kheopsctl.deploy.install import InstallOptions, InstallResult, run_install
+from kheopsctl.deploy.install import InstallOptions, InstallResult, password_shown, run_install, unshown_password_file
+from kheopsctl.site import SiteLayout
 
 
 def command(
@@ -21,11 +22,25 @@ def command(
     admin_password_file: Optional[Path] = typer.Option(
         None, "--admin-password-file", help="File holding the Keycloak admin password (first install only)."),
 ) -> None:
-    """Render the site into DIR, create missing secrets, start the stack and wait until it is healthy."""
+    """Render the site into DIR, create missing secrets, start the stack and wait until it is healthy.
+
+    Examples:
+
+      kheopsctl install --dir ./kheops --yes
+
+      kheopsctl install --dir ./kheops --root-url http://kheops.lan:8081   (with ports.http = 8081)
+
+      kheopsctl install --dir ./kheops --no-start   (write the files only; no Docker needed)
+    """
     opts = InstallOptions(dir=dir, config=config, root_url=root_url, start=not no_start, yes=yes,
                           admin_password_file=admin_password_file)
-    result = run_install(opts, console, prompt=_prompt)
+    try:
+        result = run_install(opts, console, prompt=_prompt)
+    except BaseException:
+        _say_where_the_password_is(SiteLayout(dir))
+        raise
     _summary(result)
+    password_shown(result.layout)
     if json_out:
         emit_json(result.to_json())
 
@@ -33,6 +48,14 @@ def command(
 def _prompt() -> str:
     return typer.prompt("Keycloak admin password (empty: generate one)", default="", hide_input=True,
                         confirmation_prompt=True, show_default=False, err=True)
+
+
+def _say_where_the_password_is(layout: SiteLayout) -> None:
+    """The run stops before its summary: a password it generated must not be lost without a word."""
+    where = unshown_password_file(layout)
+    if where is not None:
+        console.print(f"[yellow]note:[/] the Keycloak admin password generated for this site is in {where} "
+                      "(not shown yet: the next install shows it)", highlight=False, soft_wrap=True)
 
 
 def _summary(r: InstallResult) -> None:
@@ -56,3 +79,5 @@ def _summary(r: InstallResult) -> None:
     console.print(f"  API:       {s.root_url}/api/", highlight=False)
     console.print(f"  Keycloak:  {s.keycloak_public_url}/admin/ (user {s.keycloak.admin_user})", highlight=False)
     console.print(f"  password:  {pw_file}", highlight=False)
+    console.print(f"create your first user: kheopsctl users add EMAIL --name 'First Last' --dir {r.layout.dir}",
+                  highlight=False, soft_wrap=True)

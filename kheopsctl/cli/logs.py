@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from kheopsctl.cli.common import DirOption
-from kheopsctl.deploy.operate import open_site, stream_logs
+from kheopsctl.deploy import operate
+from kheopsctl.site import Site
 
 
 def command(
@@ -18,7 +19,6 @@ def command(
     tail: int = typer.Option(200, "--tail", "-n", min=0, help="Lines to show from the end of each log."),
 ) -> None:
     """Print the logs of the site's containers."""
-    settings, layout = open_site(dir)
-    code = stream_logs(settings, layout, service, follow, tail)
+    code = operate.logs(Site.open(dir), service, follow, tail)
     if code:
         raise typer.Exit(code)

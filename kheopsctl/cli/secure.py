@@ -8,8 +8,10 @@ from typing import Optional
 import typer
 
 from kheopsctl.cli.common import DirOption, JsonOption, console, emit_json
-from kheopsctl.deploy.layout import SiteLayout
-from kheopsctl.errors import KheopsError
+from kheopsctl.errors import UsageError
+from kheopsctl.secure.status import tls_status
+from kheopsctl.secure.switch import SecureRequest, run_secure
+from kheopsctl.site import Site, SiteLayout
 
 
 def command(
@@ -30,30 +32,27 @@ def command(
     layout = SiteLayout(dir)
     chosen = [name for name, on in (("--letsencrypt", letsencrypt), ("--cert/--key", cert or key), ("--status", status)) if on]
     if len(chosen) != 1:
-        raise KheopsError("choose exactly one of --letsencrypt, --cert/--key or --status"
-                          + (f" (got {', '.join(chosen)})" if chosen else ""),
-                          hint="kheopsctl secure --letsencrypt --root-url https://HOST --email ADDR", exit_code=2)
+        raise UsageError("choose exactly one of --letsencrypt, --cert/--key or --status"
+                         + (f" (got {', '.join(chosen)})" if chosen else ""),
+                         hint="kheopsctl secure --letsencrypt --root-url https://HOST --email ADDR")
     if status:
-        _status(layout, json_out)
+        _status(Site.open(dir), json_out)
         return
-    from kheopsctl.secure.switch import SecureRequest, run_secure
-
     if letsencrypt:
         if cert or key:
-            raise KheopsError("--letsencrypt cannot be combined with --cert/--key",
-                              hint="choose one: an ACME certificate, or your own", exit_code=2)
+            raise UsageError("--letsencrypt cannot be combined with --cert/--key",
+                             hint="choose one: an ACME certificate, or your own")
         req = SecureRequest("letsencrypt", root_url=root_url, email=email, acme_server=acme_server,
                             acme_ca_bundle=acme_ca_bundle, staging=staging, dns_server=dns_server)
         if not root_url:
-            raise KheopsError("--root-url is required with --letsencrypt",
-                              hint="the public https URL, e.g. --root-url https://kheops.example.org", exit_code=2)
+            raise UsageError("--root-url is required with --letsencrypt",
+                             hint="the public https URL, e.g. --root-url https://kheops.example.org")
     else:
         if not (cert and key):
-            raise KheopsError("--cert and --key go together", hint="kheopsctl secure --cert fullchain.pem --key privkey.pem",
-                              exit_code=2)
+            raise UsageError("--cert and --key go together", hint="kheopsctl secure --cert fullchain.pem --key privkey.pem")
         if email or acme_server or acme_ca_bundle or staging:
-            raise KheopsError("--email/--acme-server/--acme-ca-bundle/--staging only apply to --letsencrypt",
-                              hint="leave them out with --cert/--key", exit_code=2)
+            raise UsageError("--email/--acme-server/--acme-ca-bundle/--staging only apply to --letsencrypt",
+                             hint="leave them out with --cert/--key")
         req = SecureRequest("custom", root_url=root_url, cert_file=cert, key_file=key)
     result = run_secure(layout, req, console)
     for warning in result.warnings:
@@ -71,11 +70,8 @@ def command(
         emit_json(result.to_json())
 
 
-def _status(layout: SiteLayout, json_out: bool) -> None:
-    from kheopsctl.secure.status import tls_status
-    from kheopsctl.secure.switch import current_settings
-
-    st = tls_status(current_settings(layout), layout)
+def _status(site: Site, json_out: bool) -> None:
+    st = tls_status(site)
     if json_out:
         emit_json(st.to_json())
         return

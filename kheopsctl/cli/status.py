@@ -8,13 +8,13 @@ import typer
 from rich.table import Table
 
 from kheopsctl.cli.common import DirOption, JsonOption, console, emit_json
-from kheopsctl.deploy.operate import open_site, site_status
+from kheopsctl.deploy import operate
+from kheopsctl.site import Site
 
 
 def command(dir: Path = DirOption, json_out: bool = JsonOption) -> None:  # noqa: A002
     """Show each service's state and health (exit 1 when one is not healthy)."""
-    settings, layout = open_site(dir)
-    status = site_status(settings, layout)
+    status = operate.status(Site.open(dir))
     if json_out:
         emit_json(status)
     else:

@@ -15,7 +15,10 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+import docker.errors
+
 from kheopsctl.config import Settings
+from kheopsctl.site.docker import DockerClient
 from kheopsctl.errors import KheopsError
 from kheopsctl.resources import package_root, realms_dir, templates_dir
 
@@ -86,9 +89,7 @@ def _hash_tree(root: Path, base_image: str) -> str:
     return h.hexdigest()[:24]
 
 
-def image_is_current(client, tag: str, context_hash: str) -> bool:
-    import docker.errors
-
+def image_is_current(client: DockerClient, tag: str, context_hash: str) -> bool:
     try:
         image = client.images.get(tag)
     except docker.errors.ImageNotFound:
@@ -96,7 +97,7 @@ def image_is_current(client, tag: str, context_hash: str) -> bool:
     return (image.labels or {}).get(LABEL) == context_hash
 
 
-def ensure_gateway_image(client, settings: Settings, on_line: Callable[[str], None] = lambda _l: None) -> bool:
+def ensure_gateway_image(client: DockerClient, settings: Settings, on_line: Callable[[str], None] = lambda _l: None) -> bool:
     """Build the gateway image unless an identical one exists. Returns True when it was built."""
     with tempfile.TemporaryDirectory(prefix="kheops-gw-build-") as tmp:
         ctx = Path(tmp)
@@ -109,11 +110,9 @@ def ensure_gateway_image(client, settings: Settings, on_line: Callable[[str], No
     return True
 
 
-def build_image(client, ctx: Path, tag: str, base: str, context_hash: str, on_line: Callable[[str], None],
+def build_image(client: DockerClient, ctx: Path, tag: str, base: str, context_hash: str, on_line: Callable[[str], None],
                 what: str, hint: str) -> None:
     """docker build (classic builder, like DOCKER_BUILDKIT=0) of ``ctx`` on ``base``, labelled with the hash."""
-    import docker.errors
-
     _require_base_image(client, base)
     tail: list[str] = []
     try:
@@ -130,9 +129,7 @@ def build_image(client, ctx: Path, tag: str, base: str, context_hash: str, on_li
         raise KheopsError(f"building {what} failed: {exc.explanation or exc}", hint=hint) from None
 
 
-def _require_base_image(client, ref: str) -> None:
-    import docker.errors
-
+def _require_base_image(client: DockerClient, ref: str) -> None:
     try:
         client.images.get(ref)
         return

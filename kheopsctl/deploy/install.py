@@ -17,14 +17,20 @@ from typing import Callable
 
 from rich.console import Console
 
-from kheopsctl.config import CONFIG_FILE, Settings, load_settings
-from kheopsctl.deploy import secrets
-from kheopsctl.deploy.layout import SiteLayout
+from kheopsctl.config import Settings
+from kheopsctl.deploy import checks, realm_sync
+from kheopsctl.deploy.converge import converge
 from kheopsctl.deploy.render import render_site
 from kheopsctl.deploy.sitefile import write_sitefile
-from kheopsctl.errors import ConfigError, KheopsError
+from kheopsctl.doctor import run_preflight
+from kheopsctl.errors import DockerUnavailable, KheopsError
+from kheopsctl.site import Secret, Site, SiteLayout, labels, secrets
+from kheopsctl.site.fsutil import remove_stray_temps, write_atomic
+from kheopsctl.site.docker import compose_command, volume_labels
 
 ADMIN_PASSWORD_ENV = "KHEOPS_ADMIN_PASSWORD"
+# DIR/.kheopsctl/NAME exists while a generated admin password has not been shown yet
+UNSHOWN_PASSWORD = "admin-password-not-shown"
 MIN_PASSWORD = 12
 
 
@@ -76,30 +82,30 @@ class InstallResult:
         }
 
 
+def open_for_install(opts: InstallOptions) -> Site:
+    """The site in opts.dir, which may not be a site yet."""
+    _check_site_dir(SiteLayout(opts.dir))
+    return Site.open(opts.dir, config=opts.config, flags={"site.root_url": opts.root_url}, must_exist=False)
+
+
 def resolve_settings(opts: InstallOptions) -> Settings:
-    flags = {"site.root_url": opts.root_url}
-    try:
-        return load_settings(opts.dir, config_file=opts.config, flags=flags)
-    except ConfigError as exc:
-        if not exc.hint:  # every error gets a way out: say where settings come from
-            source = opts.config or (opts.dir / CONFIG_FILE)
-            exc.hint = (f"fix the value in {source}, in its KHEOPS_<SECTION>__<KEY> environment variable, "
-                        f"or in the command-line flag; see docs/install.md for the valid values")
-        raise
+    return open_for_install(opts).settings
 
 
 def admin_password(opts: InstallOptions, layout: SiteLayout, prompt: Callable[[], str] | None) -> tuple[str | None, bool]:
     """The admin password to store, and whether it was generated. (None, False) when one is stored already."""
-    if layout.secret(secrets.ADMIN_PASSWORD).exists():
+    stored = layout.secret(secrets.ADMIN_PASSWORD)
+    given = _read_password_file(opts.admin_password_file) if opts.admin_password_file else None
+    if stored.exists():
         # never overwritten, even when one is given: Keycloak was bootstrapped with the stored one
+        if given is not None and given != secrets.read_secret(layout, secrets.ADMIN_PASSWORD):
+            raise KheopsError(f"--admin-password-file: this site has its admin password already ({stored}); "
+                              "it is never overwritten",
+                              hint="leave the flag out; to change the password, change it in Keycloak's admin "
+                                   "console, then write the new one to that file", exit_code=2)
         return None, False
-    if opts.admin_password_file:
-        try:
-            value = opts.admin_password_file.read_text().strip()
-        except OSError as exc:
-            raise KheopsError(f"--admin-password-file: cannot read {opts.admin_password_file} ({exc.strerror})",
-                              hint="give a readable file holding the password on its first line", exit_code=2) from None
-        return _check_password(value, "--admin-password-file"), False
+    if given is not None:
+        return _check_password(given, "--admin-password-file"), False
     if os.environ.get(ADMIN_PASSWORD_ENV):
         return _check_password(os.environ[ADMIN_PASSWORD_ENV].strip(), f"${ADMIN_PASSWORD_ENV}"), False
     if prompt is not None and not opts.yes and sys.stdin.isatty():
@@ -107,6 +113,17 @@ def admin_password(opts: InstallOptions, layout: SiteLayout, prompt: Callable[[]
         if value:
             return _check_password(value, "the admin password"), False
     return secrets.generate(), True
+
+
+def _read_password_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise KheopsError(f"--admin-password-file: cannot read {path} ({exc.strerror})",
+                          hint="give a readable file holding the password on its first line", exit_code=2) from None
+    except UnicodeDecodeError:
+        raise KheopsError(f"--admin-password-file: {path} is not UTF-8 text",
+                          hint=f"save it as UTF-8, e.g. iconv -f UTF-16 -t UTF-8 {path} > pw.txt", exit_code=2) from None
 
 
 def _check_password(value: str, where: str) -> str:
@@ -118,54 +135,55 @@ def _check_password(value: str, where: str) -> str:
 
 def run_install(opts: InstallOptions, console: Console, prompt: Callable[[], str] | None = None) -> InstallResult:
     started = time.monotonic()
-    settings = resolve_settings(opts)
-    layout = SiteLayout(opts.dir)
-    _check_site_dir(layout)
-    site = render_site(settings, layout)  # in memory: template or value problems stop here
+    site = open_for_install(opts)
+    settings, layout = site.settings, site.layout
+    checks.check_settings_agree(settings)
+    checks.check_files(settings)
+    checks.check_no_foreign_files(layout)
+    rendered = render_site(settings, layout, site_id=site.site_id)  # in memory: template or value problems stop here
     password, generated = admin_password(opts, layout, prompt)
 
     timings: dict[str, float] = {}
-    client = None
     if opts.start:
-        from kheopsctl.deploy.compose import compose_command, docker_client
-
         with _timed(timings, "preflight"):
-            client = docker_client()
+            try:  # an unreachable engine stops here, before anything is written
+                client = site.docker
+            except DockerUnavailable as exc:
+                exc.hint = f"{exc.hint}; or render the site without Docker: kheopsctl install --no-start"
+                raise
             compose_command()
-            _preflight(settings, layout, console)
-            _check_data_has_secrets(client, settings, layout)
+            checks.check_architecture(settings, checks.engine_arch(client.info()))
+            _preflight(site, console)
+            check_data_is_ours(site)
+    else:
+        try:  # nothing will start, but a guard is never skipped when the engine can answer it
+            check_data_is_ours(site)
+        except DockerUnavailable:
+            pass
 
     result = InstallResult(settings=settings, layout=layout, timings=timings)
     with _timed(timings, "write"):
+        for directory in (layout.dir, layout.secrets_dir, layout.state_dir):
+            remove_stray_temps(directory)  # left by a run killed in the middle of an atomic write
+        site.record_identity()
         secrets.ensure_secrets_dir(layout)
+        if generated:  # until the summary showed it, a later run shows it (an interrupted run never did)
+            write_atomic(layout.state_dir / UNSHOWN_PASSWORD, "", mode=0o600)
         result.created_secrets = secrets.ensure_all(layout, password)
         if generated and secrets.ADMIN_PASSWORD in result.created_secrets:
             result.generated_admin_password = password
+        elif (layout.state_dir / UNSHOWN_PASSWORD).exists():
+            result.generated_admin_password = secrets.read_secret(layout, secrets.ADMIN_PASSWORD)
         changed = [layout.config] if write_sitefile(layout, settings) else []
-        changed += site.write()
+        changed += rendered.write()
         result.changed_files = [str(p.relative_to(layout.dir)) for p in changed]
 
     if opts.start:
-        from kheopsctl.deploy.gateway_image import ensure_gateway_image
-        from kheopsctl.deploy.keycloak_image import ensure_keycloak_image
-        from kheopsctl.deploy.provision import bring_up
-        from kheopsctl.deploy.realm_sync import reconcile
-
-        with _timed(timings, "images"), console.status("gateway image: checking") as status:
-            result.built_gateway_image = ensure_gateway_image(
-                client, settings, on_line=lambda line: status.update(f"gateway image: {line[:100]}"))
-            status.update("Keycloak image: checking")
-            ensure_keycloak_image(client, settings,
-                                  on_line=lambda line: status.update(f"Keycloak image: {line[:100]}"))
-        if settings.secured:  # nginx needs a certificate on 443 even if the certs volume was purged
-            from kheopsctl.secure.material import ensure_tls_material
-
-            ensure_tls_material(client, settings, layout)
-        with _timed(timings, "bring_up"):
-            up = bring_up(client, settings, layout, console)
-        result.services, result.recreated = up.services, up.recreated
+        done = converge(site, console, timings)
+        result.built_gateway_image = done.built_gateway_image
+        result.services, result.recreated = done.up.services, done.up.recreated
         with _timed(timings, "realm"), console.status("Keycloak realm: reconciling"):
-            result.realm_changes = reconcile(settings, layout, client)
+            result.realm_changes = realm_sync.reconcile(settings, layout, site.docker)
         result.started = True
     result.seconds = time.monotonic() - started
     return result
@@ -184,36 +202,41 @@ def _check_site_dir(layout: SiteLayout) -> None:
     if layout.dir.exists() and not layout.dir.is_dir():
         raise KheopsError(f"--dir: {layout.dir} exists and is not a directory", hint="choose another --dir", exit_code=2)
     probe = layout.dir if layout.dir.exists() else next(p for p in layout.dir.parents if p.exists())
+    if not probe.is_dir():  # e.g. --dir afile/sub: nothing can be created under a file
+        raise KheopsError(f"--dir: {probe} is a file, so {layout.dir} cannot be created",
+                          hint="choose a --dir whose parents are directories", exit_code=2)
     if not os.access(probe, os.W_OK):
         raise KheopsError(f"--dir: {probe} is not writable", hint="choose a directory you own, or fix its permissions")
 
 
-def _check_data_has_secrets(client, settings: Settings, layout: SiteLayout) -> None:
-    """Refuse to pair freshly generated secrets with an existing database volume.
+def check_data_is_ours(site: Site) -> None:
+    """Refuse to pair this site's secrets with a database volume that is not its own.
 
     New passwords against an old PostgreSQL data directory lock every service out: the data is intact but
     unreachable, and the containers restart in a loop. This happens when a site is installed into a new DIR
-    (or its secrets/ was deleted) while the project's volumes survive.
+    (or its secrets/ was deleted) while a volume of the same project name survives. The volume's site-id label
+    answers whose it is; only a volume made before site ids (no label) falls back to "our secrets exist".
     """
-    if layout.secret("postgres_password").exists():
+    name = site.volume_name("pgdata")
+    found = volume_labels(site.docker, name)
+    if found is None:
         return
-    name = f"{settings.project}_pgdata"
-    try:
-        client.volumes.get(name)
-    except Exception:  # docker.errors.NotFound, or an engine that cannot tell: nothing to protect
+    ours = site.owns(found)
+    if ours or (ours is None and site.has_secret(Secret.POSTGRES)):
         return
+    whose = (f"another site directory (site id {found.get(labels.SITE_ID)})" if ours is False
+             else "an earlier install")
     raise KheopsError(
-        f"volume {name} holds a database from an earlier install, but {layout.secrets_dir} has no secrets for it",
-        hint="install with --dir pointing at the original site directory (its secrets/ unlocks the data), set "
-             f"another project name, or, to discard that data for good: docker volume rm {name}",
+        f"volume {name} holds a database from {whose}, and {site.layout.secrets_dir} has no secrets for it",
+        hint="install with --dir pointing at the original site directory (its secrets/ and "
+             f"{site.layout.site_id_file.relative_to(site.dir)} unlock the data), set another project name "
+             f"(KHEOPS_PROJECT or project in kheops.toml), or, to discard that data for good: docker volume rm {name}",
     )
 
 
-def _preflight(settings: Settings, layout: SiteLayout, console: Console) -> None:
-    from kheopsctl.doctor import run_preflight
-
+def _preflight(site: Site, console: Console) -> None:
     with console.status("pre-flight checks"):
-        results = run_preflight(settings, layout)
+        results = run_preflight(site.settings, site.layout, site=site)
     for r in results:
         if r.status == "warn":
             console.print(f"[yellow]warning:[/] {r.message}", highlight=False)
@@ -223,3 +246,15 @@ def _preflight(settings: Settings, layout: SiteLayout, console: Console) -> None
         more = f" (and {len(failed) - 1} more: {', '.join(r.name for r in failed[1:])})" if len(failed) > 1 else ""
         raise KheopsError(f"pre-flight {first.name}: {first.message}{more}",
                           hint=first.hint or "run kheopsctl doctor --preflight for details")
+
+
+def password_shown(layout: SiteLayout) -> None:
+    """The summary showed the generated admin password: later runs no longer repeat it."""
+    (layout.state_dir / UNSHOWN_PASSWORD).unlink(missing_ok=True)
+
+
+def unshown_password_file(layout: SiteLayout) -> Path | None:
+    """Where a generated admin password is, while it has not been shown (an interrupted first run)."""
+    if (layout.state_dir / UNSHOWN_PASSWORD).exists() and layout.secret(secrets.ADMIN_PASSWORD).exists():
+        return layout.secret(secrets.ADMIN_PASSWORD)
+    return None

@@ -13,7 +13,10 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+import docker.errors
+
 from kheopsctl.config import Settings
+from kheopsctl.site.docker import DockerClient
 from kheopsctl.deploy.gateway_image import LABEL, build_image
 from kheopsctl.resources import templates_dir
 
@@ -34,9 +37,7 @@ def optimized_keycloak_tag(settings: Settings) -> str:
     return f"kheopsctl/keycloak:{version}-{_options_hash(base)}"
 
 
-def ensure_keycloak_image(client, settings: Settings, on_line: Callable[[str], None] = lambda _l: None) -> bool:
-    import docker.errors
-
+def ensure_keycloak_image(client: DockerClient, settings: Settings, on_line: Callable[[str], None] = lambda _l: None) -> bool:
     tag = optimized_keycloak_tag(settings)
     base_id = None
     try:

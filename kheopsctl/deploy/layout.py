@@ -1,53 +1,5 @@
-"""Paths inside a site directory (the shared contract every command relies on)."""
+"""Kept for the modules that still import it from here (kheopsctl.ops.sitectx): the layout lives in kheopsctl.site."""
 
-from __future__ import annotations
+from kheopsctl.site.layout import SiteLayout
 
-from dataclasses import dataclass
-from pathlib import Path
-
-from kheopsctl.config import CONFIG_FILE
-
-
-@dataclass(frozen=True)
-class SiteLayout:
-    dir: Path
-
-    def __init__(self, dir: Path | str):  # noqa: A002 - the CLI calls it --dir
-        object.__setattr__(self, "dir", Path(dir).absolute())
-
-    @property
-    def config(self) -> Path:
-        return self.dir / CONFIG_FILE
-
-    @property
-    def secrets_dir(self) -> Path:
-        return self.dir / "secrets"
-
-    @property
-    def compose(self) -> Path:
-        return self.dir / "docker-compose.yml"
-
-    @property
-    def nginx_conf(self) -> Path:
-        return self.dir / "nginx" / "kheops.conf"
-
-    @property
-    def realm(self) -> Path:
-        return self.dir / "realm" / "kheops-realm.json"
-
-    @property
-    def orthanc_conf(self) -> Path:
-        return self.dir / "orthanc" / "orthanc.json"
-
-    @property
-    def scripts_dir(self) -> Path:
-        """Entrypoint wrappers and the database init script (rendered, mounted read-only)."""
-        return self.dir / "scripts"
-
-    @property
-    def state_dir(self) -> Path:
-        """Bookkeeping of kheopsctl itself (install progress marker)."""
-        return self.dir / ".kheopsctl"
-
-    def secret(self, name: str) -> Path:
-        return self.secrets_dir / name
+__all__ = ["SiteLayout"]

@@ -5,30 +5,25 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from kheopsctl.config import Settings, load_settings
-from kheopsctl.deploy.compose import (SERVICE_LABEL, container_state, docker_client, project_containers,
-                                      run_compose, compose_args)
-from kheopsctl.deploy.layout import SiteLayout
-from kheopsctl.errors import KheopsError
+import docker.errors
 
-VOLUMES = ("pgdata", "orthanc-data", "certs", "acme-webroot")
+from kheopsctl.config import Settings
+from kheopsctl.errors import UsageError
+from kheopsctl.site import DATA_VOLUMES, Site, SiteLayout
+from kheopsctl.site.docker import container_state
+
+VOLUMES = DATA_VOLUMES
 
 
 def open_site(site_dir: Path, config: Path | None = None) -> tuple[Settings, SiteLayout]:
-    layout = SiteLayout(site_dir)
-    if not layout.config.is_file() and config is None:
-        raise KheopsError(f"no site in {layout.dir} (kheops.toml missing)",
-                          hint="pass --dir of an installed site, or run kheopsctl install first", exit_code=2)
-    return load_settings(layout.dir, config_file=config), layout
+    """Kept for callers of the (settings, layout) pair; new code uses ``Site.open``."""
+    site = Site.open(site_dir, config)
+    return site.settings, site.layout
 
 
-def site_status(settings: Settings, layout: SiteLayout) -> dict:
-    client = docker_client()
+def status(site: Site) -> dict:
     services: dict[str, dict] = {}
-    for c in project_containers(client, settings.project):
-        service = c.labels.get(SERVICE_LABEL)
-        if not service:
-            continue
+    for service, c in site.containers_by_service().items():
         state = c.attrs.get("State", {})
         services[service] = {
             "container": c.name,
@@ -37,51 +32,58 @@ def site_status(settings: Settings, layout: SiteLayout) -> dict:
             "restarts": c.attrs.get("RestartCount", 0),
             "image": c.attrs.get("Config", {}).get("Image"),
         }
-    expected = _expected(settings, layout)
+    expected = site.expected_services() if site.layout.compose.is_file() else []
     for name in expected:
         services.setdefault(name, {"container": None, "state": "missing", "started_at": None, "restarts": 0,
                                    "image": None})
     healthy = all(v["state"] in ("healthy", "running") for k, v in services.items() if k in expected)
-    return {"project": settings.project, "dir": str(layout.dir), "root_url": settings.root_url,
-            "keycloak_url": settings.keycloak_public_url, "healthy": bool(expected) and healthy,
+    s = site.settings
+    return {"project": s.project, "dir": str(site.dir), "root_url": s.root_url,
+            "keycloak_url": s.keycloak_public_url, "healthy": bool(expected) and healthy,
             "services": dict(sorted(services.items()))}
 
 
-def _expected(settings: Settings, layout: SiteLayout) -> list[str]:
-    if not layout.compose.is_file():
-        return []
-    out = run_compose(settings, layout, "config", "--services", check=False).stdout
-    return [s.strip() for s in out.splitlines() if s.strip()]
-
-
-def stream_logs(settings: Settings, layout: SiteLayout, service: str | None, follow: bool, tail: int) -> int:
-    docker_client()  # a clear error when the engine is away
+def logs(site: Site, service: str | None, follow: bool, tail: int) -> int:
+    site.docker  # noqa: B018 - a clear error when the engine is away
     if service:
-        known = _expected(settings, layout)
-        if known and service not in known:
-            raise KheopsError(f"unknown service {service!r}", hint=f"services: {', '.join(known)}", exit_code=2)
+        known = site.expected_services()
+        if service not in known:
+            raise UsageError(f"unknown service {service!r}", hint=f"services: {', '.join(known)}")
     args = ["logs", "--no-color", f"--tail={tail}"] + (["--follow"] if follow else []) + ([service] if service else [])
     try:
-        return subprocess.run(compose_args(settings, layout, *args)).returncode
+        return subprocess.run(site.compose_argv(*args)).returncode
     except KeyboardInterrupt:
         return 0
 
 
-def site_down(settings: Settings, layout: SiteLayout, purge_data: bool) -> dict:
-    client = docker_client()
+def down(site: Site, purge_data: bool) -> dict:
+    client = site.docker
     args = ["down", "--remove-orphans"] + (["--volumes"] if purge_data else [])
-    if layout.compose.is_file():
-        run_compose(settings, layout, *args)
+    if site.layout.compose.is_file():
+        site.compose(*args)
     else:  # the rendered file is gone: remove the project's containers by label
-        for c in project_containers(client, settings.project):
-            c.remove(force=True)
+        for c in site.containers():
+            if site.owns(c.labels) is not False:
+                c.remove(force=True)
     removed = []
     if purge_data:
-        for name in VOLUMES:
-            full = f"{settings.project}_{name}"
+        for name in DATA_VOLUMES:
+            full = site.volume_name(name)
             try:
-                client.volumes.get(full).remove()
+                volume = client.volumes.get(full)
+                if site.owns(volume.attrs.get("Labels")) is False:
+                    continue  # another directory's site with the same project name: never ours to delete
+                volume.remove()
                 removed.append(full)
-            except Exception:  # already gone (compose down --volumes) or never created
+            except docker.errors.NotFound:  # already gone (compose down --volumes) or never created
                 pass
-    return {"project": settings.project, "purged_data": purge_data, "removed_volumes": removed}
+    return {"project": site.settings.project, "purged_data": purge_data, "removed_volumes": removed}
+
+
+# kept for kheopsctl.ops (restore), which calls these with (settings, layout) until it opens a Site
+def site_status(settings: Settings, layout: SiteLayout) -> dict:
+    return status(Site(settings, layout))
+
+
+def site_down(settings: Settings, layout: SiteLayout, purge_data: bool) -> dict:
+    return down(Site(settings, layout), purge_data)

@@ -14,13 +14,10 @@ from dataclasses import dataclass
 
 from rich.console import Console
 
-from kheopsctl.config import Settings
-from kheopsctl.deploy.compose import (SERVICE_LABEL, compose_args, container_state, project_containers,
-                                      run_compose)
-from kheopsctl.deploy import secrets
-from kheopsctl.deploy.layout import SiteLayout
 from kheopsctl.deploy.progress import ServiceProgress
 from kheopsctl.errors import KheopsError
+from kheopsctl.site import Site, secrets
+from kheopsctl.site.docker import container_state
 
 READY = ("healthy",)
 # a container without healthcheck counts as ready when running (e.g. certbot's renewal loop)
@@ -47,34 +44,23 @@ class UpResult:
     seconds: float
 
 
-def expected_services(settings: Settings, layout: SiteLayout) -> list[str]:
-    out = run_compose(settings, layout, "config", "--services").stdout
-    return [line.strip() for line in out.splitlines() if line.strip()]
+def service_states(site: Site) -> tuple[dict[str, str], dict[str, object]]:
+    containers = site.containers_by_service()
+    return {service: container_state(c) for service, c in containers.items()}, containers
 
 
-def service_states(client, settings: Settings) -> tuple[dict[str, str], dict[str, object]]:
-    states: dict[str, str] = {}
-    containers: dict[str, object] = {}
-    for c in project_containers(client, settings.project):
-        service = c.labels.get(SERVICE_LABEL)
-        if service:
-            states[service] = container_state(c)
-            containers[service] = c
-    return states, containers
-
-
-def bring_up(client, settings: Settings, layout: SiteLayout, console: Console, timeout: float = 900) -> UpResult:
+def bring_up(site: Site, console: Console, timeout: float = 900) -> UpResult:
     started = time.monotonic()
     # compose copies Keycloak's secrets from DIR/.env: current on every start, also for a site installed before it
-    secrets.write_compose_env(layout)
-    services = expected_services(settings, layout)
-    before = {s: c.id for s, c in service_states(client, settings)[1].items()}
+    secrets.write_compose_env(site.layout)
+    services = site.expected_services()
+    before = {s: c.id for s, c in service_states(site)[1].items()}
     with tempfile.TemporaryFile(mode="w+") as log:
-        proc = subprocess.Popen(compose_args(settings, layout, "up", "--detach", "--remove-orphans"),
+        proc = subprocess.Popen(site.compose_argv("up", "--detach", "--remove-orphans"),
                                 stdout=log, stderr=subprocess.STDOUT, text=True)
         try:
             with ServiceProgress(console, services) as progress:
-                states = _watch(client, settings, services, proc, progress, started + timeout, set(before.values()))
+                states = _watch(site, services, proc, progress, started + timeout, set(before.values()))
         except BaseException:
             if proc.poll() is None:
                 proc.terminate()
@@ -83,15 +69,15 @@ def bring_up(client, settings: Settings, layout: SiteLayout, console: Console, t
             log.seek(0)
             compose_output = log.read()
         if proc.returncode not in (0, None):
-            _fail_compose(client, settings, compose_output)
-    after = {s: c.id for s, c in service_states(client, settings)[1].items()}
+            _fail_compose(site, compose_output)
+    after = {s: c.id for s, c in service_states(site)[1].items()}
     recreated = sorted(s for s in after if before.get(s) != after[s])
     return UpResult(services=states, recreated=recreated, seconds=time.monotonic() - started)
 
 
-def _watch(client, settings, services, proc, progress, deadline, old_ids: set[str]) -> dict[str, str]:
+def _watch(site: Site, services, proc, progress, deadline, old_ids: set[str]) -> dict[str, str]:
     while True:
-        states, containers = service_states(client, settings)
+        states, containers = service_states(site)
         view = {s: states.get(s, "missing") for s in services}
         progress.update(view)
         finished = proc.poll() is not None
@@ -134,8 +120,8 @@ def _service_failure(container, service: str, state: str) -> KheopsError:
                             f"last log lines of {service}:\n{lines}")
 
 
-def _fail_compose(client, settings: Settings, output: str) -> None:
-    states, containers = service_states(client, settings)
+def _fail_compose(site: Site, output: str) -> None:
+    states, containers = service_states(site)
     for service, state in states.items():
         restarts = containers[service].attrs.get("RestartCount", 0)
         if state in FAILED or state == "restarting" or restarts:

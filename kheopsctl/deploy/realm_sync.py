@@ -17,10 +17,12 @@ import json
 import time
 
 from kheopsctl.config import Settings
-from kheopsctl.deploy.layout import SiteLayout
-from kheopsctl.deploy.secrets import read_secret
 from kheopsctl.errors import KheopsError
 from kheopsctl.resources import realms_dir
+from kheopsctl.site import SiteLayout, labels
+from kheopsctl.site.docker import project_containers
+from kheopsctl.site.installed import local_address, url_host
+from kheopsctl.site.secrets import read_secret
 
 REALM_KEYS = ("sslRequired", "registrationAllowed", "resetPasswordAllowed", "bruteForceProtected",
               "failureFactor", "waitIncrementSeconds", "maxFailureWaitSeconds", "accessTokenLifespan",
@@ -33,16 +35,11 @@ CLIENT_KEYS = ("enabled", "publicClient", "standardFlowEnabled", "implicitFlowEn
 def keycloak_admin_url(settings: Settings, client=None) -> str:
     """Where kheopsctl (on the host) reaches Keycloak: its published port, or the container on the edge network."""
     if not settings.secured:
-        bind = settings.site.bind_address
-        host = "127.0.0.1" if bind in ("0.0.0.0", "127.0.0.1") else ("[::1]" if bind == "::" else bind)
-        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
-        return f"http://{host}:{settings.ports.keycloak}"
+        return f"http://{url_host(local_address(settings))}:{settings.ports.keycloak}"
     if client is None:
         raise KheopsError("Keycloak is not published in secured mode and no Docker client was given")
-    from kheopsctl.deploy.compose import SERVICE_LABEL, project_containers
-
     for c in project_containers(client, settings.project):
-        if c.labels.get(SERVICE_LABEL) == "keycloak":
+        if c.labels.get(labels.SERVICE) == "keycloak":
             networks = c.attrs["NetworkSettings"]["Networks"]
             # the edge network: the internal one is cut off from the host on purpose
             for name in sorted(networks, key=lambda n: not n.endswith("_edge")):
@@ -81,6 +78,11 @@ def desired_realm(settings: Settings, layout: SiteLayout) -> dict:
     for c in rep["clients"]:
         if c.get("secret") == "${KHEOPS_CLIENT_KHEOPSCTL_SECRET}":
             c["secret"] = secret
+    # the web client's secret is not in the import file (Keycloak makes up one there): it is set from the file
+    web_secret = layout.secret("kheops_client_web_secret")
+    for c in rep["clients"]:
+        if c["clientId"] == "kheops-web" and web_secret.exists():
+            c["secret"] = read_secret(layout, "kheops_client_web_secret")
     return rep
 
 
@@ -100,6 +102,9 @@ def reconcile(settings: Settings, layout: SiteLayout, client=None) -> list[str]:
         kc.create_realm(want, skip_exists=True)  # the import did not happen (e.g. the file was added later)
         changes.append(f"created realm {realm}")
         current = kc.get_realm(realm)
+    from kheopsctl.ops import smtp  # [smtp] -> smtpServer; also decides want's resetPasswordAllowed
+
+    changes += smtp.reconcile_realm(kc, realm, want, current, settings, layout)
     diff = {k: want[k] for k in REALM_KEYS if k in want and current.get(k) != want[k]}
     if diff:
         kc.update_realm(realm, diff)

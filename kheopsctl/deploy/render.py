@@ -15,11 +15,10 @@ from pathlib import Path
 import jinja2
 
 from kheopsctl.config import Settings
-from kheopsctl.deploy import secrets
-from kheopsctl.deploy.fsutil import write_atomic
 from kheopsctl.deploy.keycloak_image import optimized_keycloak_tag
-from kheopsctl.deploy.layout import SiteLayout
 from kheopsctl.errors import KheopsError
+from kheopsctl.site import SiteLayout, secrets
+from kheopsctl.site.fsutil import write_atomic
 from kheopsctl.resources import realms_dir, templates_dir
 
 TLS_TEMPLATE = "nginx/tls.conf.j2"
@@ -60,7 +59,11 @@ def _sha(*parts: str) -> str:
     return h.hexdigest()[:16]
 
 
-def render_site(settings: Settings, layout: SiteLayout) -> RenderedSite:
+def render_site(settings: Settings, layout: SiteLayout, site_id: str | None = None) -> RenderedSite:
+    """Every file of the site, in memory. ``site_id`` labels its containers, networks and volumes (default:
+    the id recorded in the directory)."""
+    if site_id is None:
+        site_id = layout.site_id_file.read_text().strip() if layout.site_id_file.is_file() else ""
     env = _env(templates_dir())
     site = RenderedSite()
 
@@ -83,7 +86,7 @@ def render_site(settings: Settings, layout: SiteLayout) -> RenderedSite:
         "orthanc": _sha(orthanc, scripts["orthanc-entrypoint.sh"]),
         "nginx": _sha(nginx),
     }
-    site.add(layout.compose, render_compose(settings, env, hashes))
+    site.add(layout.compose, render_compose(settings, env, hashes, site_id))
     return site
 
 
@@ -127,16 +130,16 @@ def _user_file(path: str, key: str) -> str:
     return str(resolved)
 
 
-def render_compose(settings: Settings, env: jinja2.Environment, hashes: dict[str, str]) -> str:
+def render_compose(settings: Settings, env: jinja2.Environment, hashes: dict[str, str], site_id: str = "") -> str:
     pacs = pacs_wiring(settings)
     secret_files = {name: f"./secrets/{name}" for name in secrets.ALL}
     if settings.pacs.kind != "orthanc":
         del secret_files["kheops_pacs_http_pass"]
     secret_files.update(pacs["files"])
-    gateway_secrets = ["kheops_authdb_pass", "kheops_metrics_token"]
+    gateway_secrets = ["kheops_authdb_pass", "kheops_metrics_token", "kheops_client_web_secret"]
     gateway_secrets += [n for n in (pacs["password_secret"], pacs["token_secret"]) if n]
     return env.get_template("docker-compose.yml.j2").render(
-        s=settings, hashes=hashes, pacs=pacs, secret_files=secret_files, gateway_secrets=gateway_secrets,
+        s=settings, hashes=hashes, site_id=site_id, pacs=pacs, secret_files=secret_files, gateway_secrets=gateway_secrets,
         keycloak_image=optimized_keycloak_tag(settings))
 
 

@@ -6,13 +6,15 @@ The file is the single source of truth: a later ``kheopsctl install`` with no fl
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from typing import Any
 
 import tomli_w
 
-from kheopsctl.config import Settings
-from kheopsctl.deploy.fsutil import write_atomic
-from kheopsctl.deploy.layout import SiteLayout
+from kheopsctl.config import Settings, settings_from_dict
+from kheopsctl.errors import ConfigError
+from kheopsctl.site import SiteLayout
+from kheopsctl.site.fsutil import write_atomic
 
 HEADER = """\
 # KHEOPS site settings, written by kheopsctl install. This file is the single source of truth:
@@ -50,6 +52,11 @@ COMMENTS: dict[str, str] = {
     "gateway.ca_bundle": "extra CA bundle (PEM) for image builds and outbound TLS (TLS-inspecting networks)",
     "gateway.webhook_allowed_networks": "networks (CIDR, comma-separated) album webhooks may reach besides the internet",
     "tls": "certificates (used by `kheopsctl secure`)",
+    "smtp": "outgoing mail of the realm: password resets, e-mail verification (see docs/operations.md)",
+    "smtp.host": "mail server, reachable from the Keycloak container (empty = mail not managed by kheopsctl)",
+    "smtp.security": "starttls | ssl | none",
+    "smtp.user": "login on the mail server; its password goes in secrets/smtp_password (mode 0600)",
+    "smtp.verify_email": "ask each user to confirm their address by mail",
 }
 
 
@@ -78,12 +85,19 @@ def _entry(path: str, key: str, value: Any) -> list[str]:
 
 
 def write_sitefile(layout: SiteLayout, settings: Settings) -> bool:
+    """Write kheops.toml unless it already says exactly these settings: a re-run keeps the user's comments."""
+    if _says(layout, settings):
+        return False
     return write_atomic(layout.config, render_sitefile(settings), mode=0o644)
 
 
+def _says(layout: SiteLayout, settings: Settings) -> bool:
+    try:
+        current = settings_from_dict(tomllib.loads(layout.config.read_text()))
+    except (OSError, ValueError, ConfigError):  # missing, unreadable or invalid: written anew
+        return False
+    return current.to_dict() == settings.to_dict()
+
+
 def _check_roundtrip(settings: Settings) -> None:  # used by tests
-    import tomllib
-
-    from kheopsctl.config import settings_from_dict
-
     assert dataclasses.asdict(settings_from_dict(tomllib.loads(render_sitefile(settings)))) == settings.to_dict()

@@ -33,7 +33,7 @@ def container_state(ctx: DoctorContext, service: str) -> Outcome:
     try:
         found = ctx.project_containers().get(service, [])
     except DockerError as exc:
-        return fail(f"Docker engine not reachable: {exc}", "start the Docker engine, then run doctor again")
+        return fail(f"Docker engine not reachable: {exc.message}", exc.hint or "", needs="docker")
     if not found:
         return fail(f"no {service} container in compose project {project!r}",
                     f"run `kheopsctl install --dir {ctx.layout.dir}` to create it")

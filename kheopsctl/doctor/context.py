@@ -6,27 +6,41 @@ admin session) is created once behind a lock and shared.
 
 from __future__ import annotations
 
-import ipaddress
+import ssl
 import threading
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
+
 from kheopsctl.config import Settings
+from kheopsctl.errors import DockerUnavailable
+from kheopsctl.site import Site, SiteLayout
+from kheopsctl.site import docker as engine
+from kheopsctl.site import labels
 
 T = TypeVar("T")
 
 HTTP_TIMEOUT = 5.0
-COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
-COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
+COMPOSE_PROJECT_LABEL = labels.PROJECT
+COMPOSE_SERVICE_LABEL = labels.SERVICE
+
+# The Docker engine could not be reached; checks that need it report it (once: see runner)
+DockerError = DockerUnavailable
 
 
-class DockerError(Exception):
-    """The Docker engine could not be reached; checks that need it report it as fail."""
+class NotThisSite(Exception):
+    """A published port of the site is held by something that is not this site: nothing there is probed."""
+
+    def __init__(self, message: str, hint: str):
+        super().__init__(message)
+        self.hint = hint
 
 
 class DoctorContext:
-    def __init__(self, settings: Settings, layout: Any):
+    def __init__(self, settings: Settings, layout: Any, site: Site | None = None):
+        self.site = site if site is not None else Site(settings, SiteLayout(layout.dir))
         self.settings = settings
         self.layout = layout
         self._memo: dict[str, Any] = {}
@@ -62,14 +76,8 @@ class DoctorContext:
     # ---- Docker ----
     def docker(self):
         def connect():
-            import docker
-            from docker.errors import DockerException
-
-            try:
-                client = docker.from_env(timeout=10, max_pool_size=32)
-                client.ping()
-            except DockerException as exc:
-                raise DockerError(str(exc).splitlines()[0][:300]) from None
+            client = engine.connect(timeout=10, max_pool_size=32)
+            self.site.use_docker(client)
             return client
 
         return self.memo("docker", connect)
@@ -82,9 +90,9 @@ class DoctorContext:
 
         def load():
             found: dict[str, list[Any]] = {}
-            for c in self.docker().containers.list(
-                all=True, filters={"label": f"{COMPOSE_PROJECT_LABEL}={self.settings.project}"}
-            ):
+            for c in engine.project_containers(self.docker(), self.settings.project):
+                if self.site.owns(c.labels) is False:
+                    continue  # the same project name used by another directory's site
                 found.setdefault(c.labels.get(COMPOSE_SERVICE_LABEL, "?"), []).append(c)
             return found
 
@@ -97,33 +105,17 @@ class DoctorContext:
         return None
 
     def expected_services(self) -> list[str]:
-        services = ["postgres", "keycloak"]
-        if self.settings.pacs.kind == "orthanc":
-            services.append("orthanc")
-        services += ["gateway", "nginx"]
-        if self.settings.site.mode == "letsencrypt":
-            services.append("certbot")
-        return services
+        return self.site.expected_services()
 
     # ---- secrets ----
     def secret(self, name: str) -> str:
-        try:
-            from kheopsctl.deploy.secrets import read_secret  # deploy engineer's module
-        except ImportError:  # pragma: no cover - before the deploy module lands
-            read_secret = None
-        if read_secret is not None:
-            return read_secret(self.layout, name)
-        return Path(self.layout.secret(name)).read_text().strip()
+        return self.site.secret(name)
 
     # ---- addresses as seen from this host ----
     @property
     def local_address(self) -> str:
         """Where the published ports answer from here (the bind address, or loopback for a wildcard)."""
-        addr = self.settings.site.bind_address
-        ip = ipaddress.ip_address(addr)
-        if ip.is_unspecified:
-            return "::1" if ip.version == 6 else "127.0.0.1"
-        return addr
+        return self.site.local_address
 
     def local_url(self, public_url: str) -> tuple[str, dict[str, str], dict[str, Any]]:
         """Map a public URL of this site onto the port published here: (url, headers, httpx extensions).
@@ -151,9 +143,42 @@ class DoctorContext:
 
     def site_request(self, method: str, public_url: str, **kwargs: Any):
         url, headers, extensions = self.local_url(public_url)
+        if (urlsplit(public_url).hostname or "") == self.settings.host:  # this site's name: a port published here
+            self.require_ours(urlsplit(url).port)
         headers.update(kwargs.pop("headers", None) or {})
         client = self.http(local=url != public_url)
         return client.request(method, url, headers=headers, extensions=extensions, **kwargs)
+
+    def require_ours(self, port: int | None) -> None:
+        """Refuse to probe a published port unless this site's own running container publishes it: with the
+        engine away, or another program or site on the port, an answer there says nothing about this site (and
+        a login refused there must not be read as "the stored password is wrong")."""
+        owners = self.memo("docker.port_owners", self._port_owners)
+        s = self.settings
+        service = {s.ports.keycloak: "keycloak", s.ports.metrics: "gateway"}.get(port, "nginx")
+        hint = (f"start this site's {service} (see container.{service}), or free the port for it (see ports); "
+                f"`kheopsctl install --dir {self.layout.dir}` brings the site up")
+        if port not in owners:
+            raise NotThisSite(f"port {port} is not published by a running container of this site", hint)
+        if owners[port] is not None:
+            raise NotThisSite(f"port {port} is published by {owners[port]}, not by this site", hint)
+
+    def _port_owners(self) -> dict[int, str | None]:
+        """host port -> None for this site's running containers, else the other container's name."""
+        out: dict[int, str | None] = {}
+        for c in self.docker().containers.list(ignore_removed=True):
+            mine = self.site.owns(c.labels)
+            for bindings in ((c.attrs.get("NetworkSettings") or {}).get("Ports") or {}).values():
+                for b in bindings or []:
+                    try:
+                        port = int(b.get("HostPort"))
+                    except (TypeError, ValueError):
+                        continue
+                    if mine:
+                        out[port] = None
+                    else:
+                        out.setdefault(port, f"container {c.name}")
+        return out
 
     def http(self, local: bool = True):
         """A shared httpx client for the functional checks (no redirects followed).
@@ -164,8 +189,6 @@ class DoctorContext:
         """
 
         def make():
-            import httpx
-
             verify = self._unverified() if local else self.ssl_context()
             return httpx.Client(timeout=HTTP_TIMEOUT, follow_redirects=False, verify=verify)
 
@@ -173,8 +196,6 @@ class DoctorContext:
 
     @staticmethod
     def _unverified():
-        import ssl
-
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -182,8 +203,6 @@ class DoctorContext:
 
     def ssl_context(self):
         def make():
-            import ssl
-
             ctx = ssl.create_default_context()
             for extra in self.extra_ca_files():
                 ctx.load_verify_locations(cafile=str(extra))
@@ -200,25 +219,5 @@ class DoctorContext:
         return out
 
 
-class FallbackLayout:
-    """Minimal stand-in for kheopsctl.deploy.layout.SiteLayout, used only until that module exists."""
-
-    def __init__(self, site_dir: Path):
-        self.dir = Path(site_dir)
-        self.config = self.dir / "kheops.toml"
-        self.secrets_dir = self.dir / "secrets"
-        self.compose = self.dir / "docker-compose.yml"
-        self.nginx_conf = self.dir / "nginx" / "kheops.conf"
-        self.realm = self.dir / "realm" / "kheops-realm.json"
-        self.orthanc_conf = self.dir / "orthanc" / "orthanc.json"
-
-    def secret(self, name: str) -> Path:
-        return self.secrets_dir / name
-
-
-def site_layout(site_dir: Path):
-    try:
-        from kheopsctl.deploy.layout import SiteLayout
-    except ImportError:
-        return FallbackLayout(site_dir)
+def site_layout(site_dir: Path) -> SiteLayout:
     return SiteLayout(site_dir)

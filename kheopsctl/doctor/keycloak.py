@@ -155,14 +155,9 @@ def realm_data(ctx: DoctorContext) -> dict:
 
 def _published_keycloak(ctx: DoctorContext) -> str | None:
     """host:port where this site's Keycloak port 8080 is published, if it is."""
-    try:
-        found = ctx.project_containers().get("keycloak", [])
-    except DockerError:  # cannot ask the engine: an insecure site publishes it where the settings say
-        if ctx.settings.secured:
-            raise
-        ip = ctx.local_address
-        return f"[{ip}]:{ctx.settings.ports.keycloak}" if ":" in ip else f"{ip}:{ctx.settings.ports.keycloak}"
-    for c in found:
+    # without the engine nothing says that what answers on ports.keycloak is this site's Keycloak: a refused
+    # login there must not be read as a wrong stored password, so DockerError propagates
+    for c in ctx.project_containers().get("keycloak", []):
         for b in ((c.attrs.get("NetworkSettings") or {}).get("Ports") or {}).get("8080/tcp") or []:
             ip = b.get("HostIp") or "127.0.0.1"
             ip = ctx.local_address if ip in ("0.0.0.0", "::", "") else ip

@@ -13,6 +13,7 @@ from kheopsctl.doctor.context import DockerError, DoctorContext
 from kheopsctl.doctor.keycloak import KeycloakProblem, is_wildcard, realm_data
 from kheopsctl.doctor.registry import check
 from kheopsctl.doctor.result import Outcome, fail, ok, skip, warn
+from kheopsctl.site.fsutil import is_stray_temp
 
 # passwords people type when asked quickly; the Keycloak / KHEOPS / Docker-tutorial defaults
 DEFAULT_PASSWORDS = {
@@ -32,7 +33,8 @@ def secret_modes(ctx: DoctorContext) -> Outcome:
     if dmode & 0o077:
         problems.append(f"{sdir} is {dmode:04o} (want 0700)")
         loose.append(f"chmod 700 {sdir}")
-    files = sorted(p for p in sdir.iterdir() if p.is_file())
+    # a ".NAME.*.tmp" is an atomic write that was interrupted (kheopsctl cleans them up), not a secret
+    files = sorted(p for p in sdir.iterdir() if p.is_file() and not is_stray_temp(p))
     me = os.getuid() if hasattr(os, "getuid") else None
     others = []
     for path in files:
@@ -48,7 +50,7 @@ def secret_modes(ctx: DoctorContext) -> Outcome:
         return fail("secrets readable by others: " + "; ".join(problems), " && ".join(loose), **details)
     if others:
         return warn(f"secret(s) owned by another user: {', '.join(others)}",
-                    f"chown them to the user running kheopsctl", **details)
+                    "chown them to the user running kheopsctl", **details)
     return ok(f"{len(files)} secret files 0600 in a 0700 directory", **details)
 
 

@@ -10,9 +10,12 @@ import socket
 import subprocess
 from pathlib import Path
 
-from kheopsctl.doctor.context import COMPOSE_PROJECT_LABEL, DockerError, DoctorContext
+from kheopsctl.doctor.context import DockerError, DoctorContext
 from kheopsctl.doctor.registry import check
 from kheopsctl.doctor.result import Outcome, fail, ok, warn
+from kheopsctl.errors import DockerUnavailable
+from kheopsctl.site import labels
+from kheopsctl.site.docker import compose_command
 
 MIN_API = (1, 41)  # Docker 20.10
 GIB = 1024**3
@@ -26,17 +29,11 @@ CLOCK_WARN_S = 5.0
 CLOCK_FAIL_S = 30.0  # the gateway's token leeway: beyond it fresh tokens are refused
 CLOCK_FLOOR = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)  # a clock before this is certainly wrong
 
-DOCKER_HINT = (
-    "start the Docker engine (e.g. `sudo systemctl start docker`) and make sure this user may use it "
-    "(member of the `docker` group, or DOCKER_HOST set)"
-)
-
-
 def _docker_or_fail(ctx: DoctorContext):
     try:
         return ctx.docker(), None
-    except DockerError as exc:
-        return None, fail(f"Docker engine not reachable: {exc}", DOCKER_HINT)
+    except DockerError as exc:  # the hint tells a stopped engine from a socket this user may not use
+        return None, fail(f"Docker engine not reachable: {exc.message}", exc.hint or "", needs="docker")
 
 
 @check("docker.engine", "preflight", "the Docker engine answers and its API version is at least 1.41")
@@ -87,10 +84,8 @@ def compose_candidates() -> list[list[str]]:
     then bundled binaries."""
     out: list[list[str]] = []
     try:
-        from kheopsctl.deploy.compose import compose_command
-
         out.append(compose_command())
-    except Exception:  # not found there (or module missing): the fallbacks below may still find one
+    except DockerUnavailable:  # not found there: the fallbacks below may still find one
         pass
     seen = set()
     for directory in os.environ.get("PATH", "").split(os.pathsep):
@@ -193,12 +188,14 @@ def ports(ctx: DoctorContext) -> Outcome:
     ours, busy, later, free = [], [], [], []
     for key, port in wanted.items():
         owner = owners.get(port)
-        if owner and owner[0] == s.project:
+        if owner and owner[3]:  # by the site-id label: the same project name in another DIR is not this site
             ours.append(f"{port} ({owner[1]})")
             continue
         state = port_state(s.site.bind_address, port)
         if owner and state != "free":
-            what = f"{key}={port} is used by container {owner[2]} of another project ({owner[0] or 'no project'})"
+            whose = (f"another site directory with the same project name {owner[0]!r}" if owner[0] == s.project
+                     else f"another project ({owner[0] or 'no project'})")
+            what = f"{key}={port} is used by container {owner[2]} of {whose}"
         elif state == "free":
             free.append(str(port))
             continue
@@ -214,9 +211,12 @@ def ports(ctx: DoctorContext) -> Outcome:
     details = {"ours": ours, "free": free, "busy": busy, "needed_later": later}
     if busy:
         first = busy[0].split("=")[0]
+        # the root URL names the served port: moving one without the other breaks every login redirect
+        together = {"ports.http": " and the port of site.root_url (e.g. http://HOST:8081 with ports.http = 8081)",
+                    "ports.https": " and the port of site.root_url"}.get(first, "")
         return fail(
             "; ".join(busy),
-            f"stop what listens there (find it with `ss -ltnp`), or choose another port: set {first} in "
+            f"stop what listens there (find it with `ss -ltnp`), or choose another port: set {first}{together} in "
             f"kheops.toml or KHEOPS_{first.upper().replace('.', '__')}=<port>",
             **details,
         )
@@ -261,8 +261,9 @@ def port_state(address: str, port: int) -> str:
         return "free"
 
 
-def _docker_port_owners(ctx: DoctorContext) -> dict[int, tuple[str, str, str]]:
-    """host port -> (compose project, service, container name) for every running container publishing it."""
+def _docker_port_owners(ctx: DoctorContext) -> dict[int, tuple[str, str, str, bool]]:
+    """host port -> (compose project, service, container name, this site's?) for every running container
+    publishing it."""
     try:
         containers = ctx.docker().containers.list()
     except DockerError:
@@ -273,9 +274,10 @@ def _docker_port_owners(ctx: DoctorContext) -> dict[int, tuple[str, str, str]]:
             for b in bindings or []:
                 try:
                     out[int(b.get("HostPort"))] = (
-                        c.labels.get(COMPOSE_PROJECT_LABEL, ""),
-                        c.labels.get("com.docker.compose.service", c.name),
+                        c.labels.get(labels.PROJECT, ""),
+                        c.labels.get(labels.SERVICE, c.name),
                         c.name,
+                        bool(ctx.site.owns(c.labels)),
                     )
                 except (TypeError, ValueError):
                     continue

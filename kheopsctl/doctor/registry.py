@@ -47,18 +47,7 @@ def check(name: str, phase: str, description: str) -> Callable[[CheckFn], CheckF
 
 
 def all_checks() -> list[Check]:
-    # importing the modules registers their checks
-    from kheopsctl.doctor import (  # noqa: F401
-        containers,
-        database,
-        e2e,
-        keycloak,
-        pacs,
-        posture,
-        preflight,
-        tls,
-    )
-
+    # the check modules register themselves when kheopsctl.doctor (the package) imports them
     return sorted(_REGISTRY.values(), key=lambda c: _group_rank(c.name))
 
 

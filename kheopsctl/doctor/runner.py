@@ -8,7 +8,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Callable
 
-from kheopsctl.doctor.context import DockerError, DoctorContext
+from kheopsctl.doctor.context import DockerError, DoctorContext, NotThisSite
 from kheopsctl.doctor.registry import Check
 from kheopsctl.doctor.result import CheckResult, Outcome
 
@@ -33,8 +33,11 @@ def run_one(check: Check, ctx: DoctorContext) -> CheckResult:
         if not isinstance(outcome, Outcome):
             raise TypeError(f"check returned {type(outcome).__name__}, not an Outcome")
         result = CheckResult(check.name, outcome.status, outcome.message, outcome.hint, outcome.details)
-    except DockerError as exc:  # any live check needs the engine: one answer for all of them
-        result = CheckResult(check.name, "fail", f"Docker engine not reachable: {exc}", "start the Docker engine", {})
+    except DockerError as exc:  # any live check needs the engine: one answer for all of them (see _once)
+        result = CheckResult(check.name, "fail", f"Docker engine not reachable: {exc.message}", exc.hint or "",
+                             {"needs": "docker"})
+    except NotThisSite as exc:
+        result = CheckResult(check.name, "fail", f"not probed: {exc}", exc.hint, {"needs": "site"})
     except Exception as exc:  # a broken check must never stop the others
         result = CheckResult(
             check.name,
@@ -87,7 +90,18 @@ def run_checks(
                         notice(name, elapsed)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-    return Report([results[c.name] for c in checks], (time.perf_counter() - started) * 1000)
+    return Report(_once([results[c.name] for c in checks]), (time.perf_counter() - started) * 1000)
+
+
+def _once(results: list[CheckResult]) -> list[CheckResult]:
+    """An unreachable engine is said once: the first check that needed it fails, the others are skipped."""
+    said = False
+    for r in results:
+        if r.details.get("needs") == "docker" or r.message.startswith("Docker engine not reachable"):
+            if said:
+                r.status, r.message, r.hint = "skip", "needs the Docker engine (not reachable, see above)", ""
+            said = True
+    return results
 
 
 def _first_line(exc: BaseException) -> str:

@@ -13,9 +13,10 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount
 
-from kheopsctl.gateway import health
+from kheopsctl.gateway import health, quiesce
 from kheopsctl.gateway.api import routes as api_routes
 from kheopsctl.gateway.auth import AuthMiddleware, Authenticator
+from kheopsctl.gateway.cors import CorsMiddleware
 from kheopsctl.gateway.db import Database, conninfo
 from kheopsctl.gateway.errors import exception_handlers
 from kheopsctl.gateway.jwks import JwksCache, OidcValidator
@@ -89,15 +90,20 @@ def create_app(settings: GatewaySettings, *, migrate_wait_seconds: float = 60.0)
                 await metrics_server.stop()
             await deliverer.stop()
             await http.aclose()
+            await quiesce.close(app)  # the STOW write-lock pool (backups)
             await db.close()
 
     api = list(api_routes())
     if dw is not None:
         api += list(dw.routes())
+    from kheopsctl.gateway import web  # the web application (kheopsctl/gateway/web): pages, login, sessions
+
     return Starlette(
-        routes=[*health.routes(), Mount("/api", routes=api)],
-        # the path guard runs before authentication, on the path as received (share links included)
-        middleware=[Middleware(AccessLogMiddleware), Middleware(PathGuardMiddleware), Middleware(AuthMiddleware)],
+        routes=[*health.routes(), *web.routes(), Mount("/api", routes=api)],
+        # the path guard runs before authentication, on the path as received (share links included); a
+        # same-origin web session cookie becomes the request's bearer token just before authentication
+        middleware=[Middleware(AccessLogMiddleware), Middleware(CorsMiddleware), Middleware(PathGuardMiddleware),
+                    Middleware(web.WebSessionMiddleware), Middleware(AuthMiddleware)],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )

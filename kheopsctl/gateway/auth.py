@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Literal
@@ -27,7 +28,8 @@ from kheopsctl.gateway.users import ensure_user
 
 log = logging.getLogger("kheopsctl.gateway")
 
-PUBLIC_PATHS = frozenset({"/api/openapi.json"})
+# the token endpoints judge the token in their form, not the caller (api/token.py)
+PUBLIC_PATHS = frozenset({"/api/openapi.json", "/api/token", "/api/token/introspect"})
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,9 @@ class Authenticator:
         self.oidc = oidc
         self.users: TtlCache[dict] = TtlCache(ttl=30.0)
         self.capabilities: TtlCache[_CapabilityRow | None] = TtlCache(ttl=min(cache_seconds, 5.0))
+        # an access token already validated -> (its Principal, its exp): a viewer's hundreds of frame requests
+        # pay the signature check once per bound (<= 10 s), and never past the token's own expiry
+        self.tokens: TtlCache[tuple[Principal, float]] = TtlCache(ttl=min(cache_seconds, 10.0))
 
     async def authenticate(self, token: str, via_link: bool = False) -> Principal:
         if token.count(".") == 2:
@@ -108,6 +113,11 @@ class Authenticator:
         return await self._capability(token, via_link)
 
     async def _oidc(self, token: str) -> Principal:
+        cached = self.tokens.get(token)
+        if cached is not None:
+            if time.time() < cached[1]:
+                return cached[0]
+            self.tokens.discard(token)
         try:
             claims = await self.oidc.validate(token)
         except InvalidToken as exc:
@@ -129,7 +139,9 @@ class Authenticator:
             self.users.put(key, user)
         act = claims.get("act")
         act_sub = act.get("sub") if isinstance(act, dict) and isinstance(act.get("sub"), str) else None
-        return Principal(user["id"], user["sub"], user["inbox_id"], user["email"], user["name"], act_sub, None, "oidc")
+        found = Principal(user["id"], user["sub"], user["inbox_id"], user["email"], user["name"], act_sub, None, "oidc")
+        self.tokens.put(token, (found, float(claims["exp"])))
+        return found
 
     async def _capability(self, token: str, via_link: bool) -> Principal:
         if not token or len(token) > 512:
@@ -174,28 +186,58 @@ class Authenticator:
         self.capabilities.discard_where(lambda row: row is not None and row.grant.id == capability_id)
 
 
+def credential(text: str) -> str | None:
+    """The token of an ``Authorization``-style value: ``Bearer <token>`` or ``Basic`` with it as password."""
+    kind, _, rest = text.strip().partition(" ")
+    kind = kind.lower()
+    rest = rest.strip()
+    if kind == "bearer":
+        return rest or None
+    if kind == "basic":
+        try:
+            decoded = base64.b64decode(rest, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        _, sep, password = decoded.partition(":")
+        return password if sep and password else None
+    return None
+
+
 def token_from_headers(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name != b"authorization":
             continue
         try:
-            text = value.decode("latin-1").strip()
+            text = value.decode("latin-1")
         except UnicodeDecodeError:
             return None
-        kind, _, rest = text.partition(" ")
-        kind = kind.lower()
-        rest = rest.strip()
-        if kind == "bearer":
-            return rest or None
-        if kind == "basic":
-            try:
-                decoded = base64.b64decode(rest, validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
-                return None
-            _, sep, password = decoded.partition(":")
-            return password if sep and password else None
-        return None
+        return credential(text)
     return None
+
+
+async def authorization_source(request: Request) -> Principal | None:
+    """The share link named by ``X-Authorization-Source`` (KHEOPS: a logged-in recipient imports what a link
+    shows into their own account), or None without the header.
+
+    Only an album token (a share link) with the appropriate permission qualifies, never a viewer token nor a
+    user's token: the caller gains exactly what the link already lets its holder copy. Anything else is 403.
+    """
+    raw = request.headers.get("x-authorization-source")
+    if raw is None:
+        return None
+    token = credential(raw)
+    if not token:
+        raise ApiError(403, "X-Authorization-Source must be 'Bearer <token>'")
+    try:
+        found = await request.app.state.auth.authenticate(token)
+    except ApiError:
+        raise ApiError(403, "the X-Authorization-Source token is not valid") from None
+    cap = found.capability
+    if cap is None or cap.scope_type != "album" or cap.study_uid is not None:
+        raise ApiError(403, "the X-Authorization-Source token must be an album capability token (a share link)")
+    if not cap.appropriate:
+        raise ApiError(403, "the X-Authorization-Source token does not allow appropriating")
+    return found
 
 
 def split_link(path: str) -> tuple[str, str] | None:
@@ -215,7 +257,7 @@ def check_viewer_request(scope: Scope, study_uid: str) -> None:
     path, method = scope["path"], scope["method"]
     if method not in ("GET", "HEAD"):
         raise ApiError(403, "a viewer token can only read")
-    if path in ("/api/studies", "/api/studies/"):
+    if path in ("/api/studies", "/api/studies/", "/api/ohifservermetadata"):  # the last: URLs only, no data
         return
     if path == f"/api/studies/{study_uid}" or path.startswith(f"/api/studies/{study_uid}/"):
         return
@@ -245,6 +287,7 @@ class AuthMiddleware:
             scope["path"] = new_path
             scope["raw_path"] = new_path.encode()
             scope["link"] = True
+            scope["link_token"] = token  # echoed back only to its holder (the OHIF launch's link roots)
         elif scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return

@@ -34,6 +34,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,  # which worker process (gateway.workers)
         }
         for key in ("access", "audit"):
             value = getattr(record, key, None)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import logging
+import os
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
@@ -24,16 +26,37 @@ AUTH_FAILURES = Counter(
 )
 
 
+def exposed_registry() -> CollectorRegistry:
+    """What ``/metrics`` serves: this process's registry, or, with several workers (prometheus_client's
+    multiprocess mode, see workers.py), every worker's values summed from their files."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
 class MetricsServer:
     """A minimal HTTP/1.0 responder for ``GET /metrics`` on a separate port (asyncio, same event loop)."""
 
     def __init__(self, host: str, port: int, token: str = ""):
         self.host, self.port, self.token = host, port, token
         self.server: asyncio.base_events.Server | None = None
+        self.registry = exposed_registry()
 
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._handle, self.host, self.port)
+    async def start(self) -> bool:
+        """Listen; False when this is one of several workers and another one already serves the port."""
+        shared = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        try:
+            self.server = await asyncio.start_server(self._handle, self.host, self.port)
+        except OSError as exc:
+            if shared and exc.errno == errno.EADDRINUSE:
+                return False
+            raise
         self.port = self.server.sockets[0].getsockname()[1]
+        return True
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -62,7 +85,7 @@ class MetricsServer:
             elif not self._authorized(headers):
                 status, body, ctype = "401 Unauthorized", b"unauthorized\n", "text/plain"
             else:
-                status, body, ctype = "200 OK", generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+                status, body, ctype = "200 OK", generate_latest(self.registry), CONTENT_TYPE_LATEST
             writer.write(
                 f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
                 "Connection: close\r\n\r\n".encode() + body

@@ -20,8 +20,9 @@ _USER = {"name": "user", "in": "path", "required": True, "description": "sub or 
          "schema": {"type": "string"}}
 _CAP = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 _HOOK = {"name": {"type": "string", "maxLength": 255}, "url": {"type": "string", "format": "uri"},
-         "secret": {"type": "string", "minLength": 16, "maxLength": 256},
-         "events": {"type": "string", "description": "comma-separated: new_series, new_user, remove_series, delete_album"},
+         "secret": {"type": "string", "maxLength": 1024, "description": "optional; empty in PATCH: removed"},
+         "event": {"type": "array", "items": {"enum": ["new_series", "remove_series", "new_user", "delete_album"]},
+                   "description": "one form field per event (PATCH: add_event / remove_event also)"},
          "enabled": {"type": "boolean"}}
 _FLAGS = {name: {"type": "boolean"} for name in
           ("addUser", "downloadSeries", "sendSeries", "deleteSeries", "addSeries", "writeComments")}
@@ -97,26 +98,41 @@ def document() -> dict:
                     "modalities": {"type": "array", "items": {"type": "string"}}}},
                 "Capability": {"type": "object", "properties": {
                     "id": {"type": "string"}, "title": {"type": "string"}, "scope_type": {"enum": ["user", "album"]},
-                    "album": {"type": ["string", "null"]},
+                    "album": {"type": "object", "description": "album tokens",
+                              "properties": {"album_id": {"type": "string"}, "name": {"type": "string"}}},
                     "secret": {"type": "string", "description": "only in the creation reply"},
+                    "access_token": {"type": "string", "description": "the secret again (KHEOPS), creation only"},
+                    "token_type": {"const": "Bearer"},
                     "expiration_time": {"type": "string", "format": "date-time"},
                     "not_before_time": {"type": "string", "format": "date-time"},
                     "issued_at_time": {"type": "string", "format": "date-time"},
                     "revoked": {"type": "boolean"}, "valid": {"type": "boolean"},
-                    **{f"{k}_permission": {"type": "boolean"} for k in ("read", "write", "appropriate", "download")},
+                    "revoke_time": {"type": "string", "format": "date-time"},
+                    "created_by": {"$ref": "#/components/schemas/User"},
+                    "revoked_by": {"$ref": "#/components/schemas/User"},
+                    "restricted": {"type": "boolean", "description": "personal tokens: narrowed to the flags (ours)"},
+                    **{f"{k}_permission": {"type": "boolean", "description": "album and restricted tokens"}
+                       for k in ("read", "write", "appropriate", "download")},
                 }},
-                "Webhook": {"type": "object", "properties": {
-                    "id": {"type": "string"}, "album": {"type": "string"}, "name": {"type": "string"},
-                    "url": {"type": "string"}, "enabled": {"type": "boolean"},
-                    "events": {"type": "array", "items": {"enum": ["new_series", "new_user", "remove_series",
+                "Webhook": {"type": "object", "description": "KHEOPS's webhook object", "properties": {
+                    "id": {"type": "string"}, "name": {"type": "string"}, "url": {"type": "string"},
+                    "use_secret": {"type": "boolean"}, "enabled": {"type": "boolean"},
+                    "events": {"type": "array", "items": {"enum": ["new_series", "remove_series", "new_user",
                                                                    "delete_album"]}},
-                    "created_time": {"type": "string", "format": "date-time"},
-                    "deliveries": {"type": "array", "description": "latest 20 (one webhook only)", "items": {
-                        "type": "object", "properties": {
-                            "id": {"type": "integer"}, "event": {"type": "string"},
-                            "status": {"enum": ["pending", "delivered", "failed"]}, "attempts": {"type": "integer"},
-                            "last_status": {"type": ["integer", "null"]}, "last_error": {"type": ["string", "null"]},
-                            "created_time": {"type": "string"}, "done_time": {"type": ["string", "null"]}}}}}},
+                    "number_of_triggers": {"type": "integer"},
+                    "last_triggers": {"type": "array", "description": "lists and PATCH: the last 5", "items": {
+                        "type": "object", "properties": {"id": {"type": "string"},
+                                                         "status": {"enum": ["pass", "fail"]}}}},
+                    "triggers": {"type": "array", "description": "one webhook: its deliveries, newest first",
+                                 "items": {"type": "object", "properties": {
+                                     "id": {"type": "string"}, "is_manual_trigger": {"type": "boolean"},
+                                     "event": {"type": "string"},
+                                     "attempts": {"type": "array", "items": {"type": "object", "properties": {
+                                         "status": {"type": "integer", "description": "-1: no answer"},
+                                         "time": {"type": "string"}, "attempt": {"type": "integer"}}}},
+                                     "user": {"type": "object"}, "study": {"type": "object"},
+                                     "status": {"enum": ["pending", "delivered", "failed"]},
+                                     "last_error": {"type": "string"}}}}}},
                 "ViewerToken": {"type": "object", "properties": {
                     "access_token": {"type": "string", "description": "shown once"},
                     "token_type": {"const": "Bearer"}, "expires_in": {"type": "integer"},
@@ -163,24 +179,35 @@ def document() -> dict:
             "/albums/{album}/events": {"get": _op("Comments and mutations, newest first", _ok("events", "Event", True), [
                 _ALBUM, *_PAGING, {"name": "types", "in": "query", "schema": {"enum": ["comments", "mutations"]}}])},
             "/albums/{album}/comments": {"post": _op("Post a comment (writeComments)", _ok("posted", status="204"),
-                                                     [_ALBUM], _form({"comment": {"type": "string", "maxLength": 1024}},
-                                                                     ["comment"]))},
+                                                     [_ALBUM], _form({"comment": {"type": "string", "maxLength": 1024},
+                                                                      "to_user": {"type": "string"}}, ["comment"]))},
+            "/studies/{study}/comments": {
+                "get": _op("A study's comments (whoever sees the study; private ones to their two users)",
+                           _ok("comments", "Event", True), [{"name": "study", "in": "path", "required": True,
+                                                             "schema": {"type": "string"}}, *_PAGING]),
+                "post": _op("Comment on a study; to_user makes it private", _ok("posted", status="204"),
+                            [{"name": "study", "in": "path", "required": True, "schema": {"type": "string"}}],
+                            _form({"comment": {"type": "string", "maxLength": 1024}, "to_user": {"type": "string"}},
+                                  ["comment"])),
+            },
             "/albums/{album}/webhooks": {
                 "get": _op("The album's webhooks (admins)", _ok("webhooks", "Webhook", True), [_ALBUM]),
                 "post": _op("Add a webhook (admins); the secret signs every delivery and is never returned",
-                            _ok("created", "Webhook", status="201"), [_ALBUM], _form(_HOOK, ["name", "url", "secret",
-                                                                                             "events"])),
+                            _ok("created", "Webhook", status="201"), [_ALBUM], _form(_HOOK, ["name", "url"])),
             },
             "/albums/{album}/webhooks/{id}": {
-                "get": _op("One webhook with its latest deliveries", _ok("webhook", "Webhook"), [_ALBUM, _CAP]),
+                "get": _op("One webhook with its triggers (limit, offset)", _ok("webhook", "Webhook"),
+                           [_ALBUM, _CAP]),
                 "patch": _op("Change a webhook", _ok("changed", "Webhook"), [_ALBUM, _CAP], _form(_HOOK)),
                 "delete": _op("Delete a webhook (pending deliveries are dropped)", _ok("deleted", status="204"),
                               [_ALBUM, _CAP]),
             },
             "/albums/{album}/webhooks/{id}/trigger": {"post": _op(
-                "Send new_series for one study of the album again, to this webhook only (admins)",
-                _ok("queued: {deliveries: [id]}", status="202"), [_ALBUM, _CAP],
-                _form({"StudyInstanceUID": {"type": "string"}}, ["StudyInstanceUID"]))},
+                "Send new_series (StudyInstanceUID, SeriesInstanceUID...) or new_user (user) again, to this"
+                " webhook only (admins)", _ok("queued", status="202"), [_ALBUM, _CAP],
+                _form({"event": {"enum": ["new_series", "new_user"]}, "StudyInstanceUID": {"type": "string"},
+                       "SeriesInstanceUID": {"type": "array", "items": {"type": "string"}},
+                       "user": {"type": "string"}}))},
             "/users": {"get": _op("Look up (reference=) or search (search=) users", _ok("user(s)", "User"), [
                 {"name": "reference", "in": "query", "schema": {"type": "string"}},
                 {"name": "search", "in": "query", "schema": {"type": "string", "minLength": 3}},
@@ -189,7 +216,8 @@ def document() -> dict:
             "/capabilities": {
                 "get": _op("The caller's tokens, or an album's (admins)", _ok("tokens", "Capability", True), [
                     {"name": "valid", "in": "query", "schema": {"type": "boolean"}},
-                    {"name": "album", "in": "query", "schema": {"type": "string"}}, *_PAGING]),
+                    {"name": "album", "in": "query", "schema": {"type": "string"}},
+                    {"name": "user", "in": "query", "schema": {"type": "string"}}, *_PAGING]),
                 "post": _op("Create a token; the secret is returned once", _ok("created", "Capability", status="201"),
                             body=_form({
                                 "title": {"type": "string", "maxLength": 255},
@@ -198,7 +226,9 @@ def document() -> dict:
                                 "scope_type": {"enum": ["user", "album"]}, "album": {"type": "string"},
                                 **{f"{k}_permission": {"type": "boolean"}
                                    for k in ("read", "write", "appropriate", "download")},
-                            }, ["title", "expiration_time"])),
+                                "restricted": {"type": "boolean", "description": "ours: a personal token"
+                                               " narrowed to its four permissions (KHEOPS's act as the user)"},
+                            }, ["title"])),
             },
             "/capabilities/{id}": {"get": _op("One token (never its secret)", _ok("token", "Capability"), [_CAP])},
             "/capabilities/{id}/revoke": {"post": _op("Revoke", _ok("revoked", "Capability"), [_CAP])},
@@ -208,6 +238,13 @@ def document() -> dict:
                 [{"name": "study", "in": "path", "required": True, "schema": {"type": "string"}}],
                 {"required": False, "content": {"application/x-www-form-urlencoded": {"schema": {
                     "type": "object", "properties": {"download_permission": {"type": "boolean"}}}}}})},
+            "/token": {"post": _op(
+                "RFC 8693 token exchange for a viewer token (scope viewer, studyUID, source_type, source_id);"
+                " public: the subject_token is the credential; errors are RFC 6749 JSON with 400",
+                _ok("{access_token, token_type, expires_in}"),
+                body=_form({k: {"type": "string"} for k in ("grant_type", "subject_token", "subject_token_type",
+                                                           "scope", "studyUID", "source_type", "source_id")},
+                           ["grant_type", "subject_token", "subject_token_type", "scope", "studyUID"]))},
             "/token/introspect": {"post": _op("RFC 7662 introspection", _ok("answer", "Introspection"),
                                               body=_form({"token": {"type": "string"}}, ["token"]))},
         },

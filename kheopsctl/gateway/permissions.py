@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
+from kheopsctl.gateway.capabilities import grant_acts_as_user
 from kheopsctl.gateway.errors import ApiError
 
 if TYPE_CHECKING:
@@ -65,8 +66,11 @@ def rights(principal: Principal, role: AlbumRole | None) -> Rights:
     """What ``principal`` may do in the album where it holds ``role``.
 
     Admins may do everything; the inbox uses its own flags (owner only); ordinary members get the album's six
-    flags. A capability token then narrows that: album tokens reach only their album and never manage it;
-    read -> see, write -> add/remove series (and comment), appropriate -> appropriate/send, download -> download.
+    flags. A personal token made the KHEOPS way acts as its user: it is stored with all four permissions
+    (``capabilities.acts_as_user``) and gets exactly the user's rights. Any other capability token narrows
+    them: album tokens (share links, source-bound viewer tokens) reach only their album and never manage it;
+    restricted personal tokens and viewer tokens keep only what their flags say: read -> see, write ->
+    add/remove series (and comment), appropriate -> appropriate/send, download -> download.
     """
     if role is None:
         return NO_RIGHTS
@@ -84,7 +88,7 @@ def rights(principal: Principal, role: AlbumRole | None) -> Rights:
             is_admin=False,
         )
     cap = principal.capability
-    if cap is None:
+    if cap is None or grant_acts_as_user(cap):
         return base
     if cap.scope_type == "album" and cap.album_id != role.album_id:
         return NO_RIGHTS

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Mapping
 
 PREFIX = "KHEOPS_GW_"
+# the levels logging.setLevel accepts by name (kheopsctl's gateway.log_level is checked against the same list)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class GatewaySettings:
     webhook_timeout_seconds: float = 10.0
     # lifetime of a viewer token (POST /api/studies/<study>/viewer-token), 60 s to 12 h
     viewer_token_seconds: int = 1800
+    # the longest lifetime a capability token may be given (KHEOPS's default, when none is asked, is 3 months)
+    capability_max_lifetime_days: int = 366
     # Prometheus metrics: served on this separate port (0 disables); optionally also needs this bearer token
     metrics_port: int = 9090
     metrics_token: str = field(default="", repr=False)
@@ -60,13 +64,17 @@ class GatewaySettings:
     log_level: str = "info"
     # extra CA bundle (PEM) for outbound TLS (PACS, Keycloak) behind TLS-inspecting proxies
     ca_bundle: str = ""
+    # the web application's confidential OIDC client (kheopsctl/gateway/web): its id and secret. No secret: the
+    # pages still render, but nobody can log in through them.
+    web_client_id: str = "kheops-web"
+    web_client_secret: str = field(default="", repr=False)
 
     @property
     def jwks_url(self) -> str:
         return self.oidc_jwks_url or f"{self.oidc_issuer.rstrip('/')}/protocol/openid-connect/certs"
 
 
-_SECRETS = ("database_password", "pacs_password", "pacs_bearer_token", "metrics_token")
+_SECRETS = ("database_password", "pacs_password", "pacs_bearer_token", "metrics_token", "web_client_secret")
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -80,8 +88,14 @@ def from_env(environ: Mapping[str, str] | None = None) -> GatewaySettings:
         if raw is None:
             continue
         typ = type(f.default)
-        values[name] = typ(raw) if typ in (int, float) else raw
+        try:
+            values[name] = typ(raw) if typ in (int, float) else raw
+        except ValueError:  # "invalid literal for int()" alone does not say which variable
+            raise ValueError(f"{key}: expected {'an integer' if typ is int else 'a number'}, got {raw!r}") from None
     settings = GatewaySettings(**values)  # type: ignore[arg-type]
+    if settings.log_level.upper() not in LOG_LEVELS:
+        raise ValueError(f"{PREFIX}LOG_LEVEL: must be one of {', '.join(LOG_LEVELS).lower()}, "
+                         f"got {settings.log_level!r}")
     from kheopsctl.gateway.webhooks import parse_networks
 
     parse_networks(settings.webhook_allowed_networks)  # a typo stops the start, not the first delivery
@@ -89,6 +103,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> GatewaySettings:
         raise ValueError(f"{PREFIX}WEBHOOK_MAX_ATTEMPTS, _RETRY_SECONDS and _TIMEOUT_SECONDS must be positive")
     if not 60 <= settings.viewer_token_seconds <= 43200:
         raise ValueError(f"{PREFIX}VIEWER_TOKEN_SECONDS must be between 60 and 43200")
+    if settings.capability_max_lifetime_days < 1:
+        raise ValueError(f"{PREFIX}CAPABILITY_MAX_LIFETIME_DAYS must be at least 1")
     if settings.access_cache_seconds > 10:
         raise ValueError(f"{PREFIX}ACCESS_CACHE_SECONDS must be at most 10 (revocations must apply within 10 s)")
     return settings

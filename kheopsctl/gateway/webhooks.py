@@ -1,12 +1,20 @@
 """Album webhooks: the outbox (deliveries written in the transaction of the change they report), the URL policy
 and the deliverer that sends them, HMAC-signed, with retries.
 
-A delivery is ``POST <url>`` with a JSON body and these headers:
+A delivery is ``POST <url>`` with KHEOPS's JSON body (``kheops_body``: ``host``, ``album_id``, ``event_time``,
+``source``, ``is_manual_trigger`` and, by event, ``updated_study`` + ``import_source``, ``new_user``, or
+``removed_study`` + ``remove_all_series``) and KHEOPS's headers:
 
 - ``X-Kheops-Event``: new_series | new_user | remove_series | delete_album
 - ``X-Kheops-Delivery``: the delivery id (the same on every retry: receivers can drop duplicates)
+- ``X-Kheops-Attempt``: ``<n>/<maximum>``
+- ``X-Kheops-Signature``: lowercase hex HMAC-SHA256 of the body under the webhook's secret (what KHEOPS receivers
+  verify); absent when the webhook has no secret, as in KHEOPS
+
+and, as an extension for receivers that want to refuse replays (KHEOPS's signature does not cover a time):
+
 - ``X-Kheops-Timestamp``: Unix seconds of this attempt
-- ``X-Kheops-Signature``: ``sha256=`` + hex HMAC-SHA256 of ``<timestamp>.<body>`` under the webhook's secret
+- ``X-Kheops-Timestamp-Signature``: ``sha256=`` + hex HMAC-SHA256 of ``<timestamp>.<body>``
 
 Where a delivery may go: an address on the public internet, or in ``KHEOPS_GW_WEBHOOK_ALLOWED_NETWORKS``.
 Loopback, link-local (cloud metadata), private and other special addresses are refused unless listed there, so a
@@ -27,6 +35,7 @@ import json
 import logging
 import socket
 import time
+from datetime import datetime, timezone
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from urllib.parse import urlsplit
 
@@ -37,7 +46,7 @@ from kheopsctl.gateway.errors import ApiError
 
 log = logging.getLogger("kheopsctl.gateway.webhooks")
 
-EVENTS = ("new_series", "new_user", "remove_series", "delete_album")
+EVENTS = ("new_series", "remove_series", "new_user", "delete_album")  # in the order KHEOPS lists them
 BATCH = 20
 LEASE_SECONDS = 300  # a claimed delivery whose sender died is retried after this
 MAX_BACKOFF_SECONDS = 3600
@@ -49,25 +58,166 @@ PRUNE_EVERY_SECONDS = 3600
 
 async def enqueue(conn, album_id: str, event: str, payload: dict, *, webhook_id: str | None = None) -> list[int]:
     """One pending delivery per enabled webhook of the album that wants ``event``, in the caller's transaction;
-    with ``webhook_id``, for that webhook only, whatever its events (a manual trigger). Returns the ids."""
-    body = {"event": event, "album": album_id, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **payload}
-    which = "id = %s" if webhook_id is not None else "%s = ANY(events)"
+    with ``webhook_id``, for that webhook only, whatever its events or state (a manual trigger, as KHEOPS).
+    ``payload``: ``source`` (``source(principal)``), and by event ``study`` + ``series`` (UIDs), ``user``
+    (``{"sub": ...}``); ``manual`` for a manual trigger. Returns the delivery ids."""
+    if webhook_id is None:
+        cur = await conn.execute("SELECT 1 FROM webhooks WHERE album_id = %s AND enabled AND %s = ANY(events)"
+                                 " LIMIT 1", (album_id, event))
+        if await cur.fetchone() is None:
+            return []  # nobody listens: no need to describe the event
+    body = await kheops_body(conn, album_id, event, payload)
+    which = "id = %s" if webhook_id is not None else "enabled AND %s = ANY(events)"
     cur = await conn.execute(
         "INSERT INTO webhook_deliveries (webhook_id, album_id, url, secret, event, payload)"
         " SELECT id, album_id, url, secret, %s, %s FROM webhooks"
-        f" WHERE album_id = %s AND enabled AND {which} RETURNING id",
+        f" WHERE album_id = %s AND {which} RETURNING id",
         (event, Jsonb(body), album_id, webhook_id if webhook_id is not None else event),
     )
     return [row["id"] if isinstance(row, dict) else row[0] for row in await cur.fetchall()]
 
 
 def source(principal) -> dict:
-    return {"source": {"sub": principal.sub, "email": principal.email,
+    """Who caused an event, for ``enqueue``."""
+    return {"source": {"user_id": principal.user_id, "sub": principal.sub,
                        "capability": principal.capability.id if principal.capability else None}}
 
 
+def kheops_signature(secret: str, body: bytes) -> str:
+    """KHEOPS's ``X-Kheops-Signature``: lowercase hex HMAC-SHA256 of the exact body bytes."""
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
 def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """Our ``X-Kheops-Timestamp-Signature``: the signature also covers the attempt's time (replays)."""
     return "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+# ---- KHEOPS's delivery body ---------------------------------------------------------------------------------
+#
+# Built in the transaction of the change, from the index, so it describes the album as the change left it. The
+# retrieve URLs are kept as paths (``/api/studies/...``); ``render`` puts the site's root URL (``host``) in front
+# when the delivery is sent. Absent values are left out, as KHEOPS's JSON writer does.
+
+_STUDY_FIELDS = (("patient_name", "patient_name"), ("patient_ID", "patient_id"), ("study_date", "study_date"),
+                 ("study_time", "study_time"), ("study_description", "study_description"),
+                 ("study_id", "study_id"), ("accession_number", "accession_number"),
+                 ("referring_physician_name", "referring_physician_name"),
+                 ("patient_birth_date", "patient_birth_date"), ("patient_sex", "patient_sex"))
+
+
+def _present(d: dict) -> dict:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _event_time() -> str:
+    # KHEOPS writes a local date-time without zone; its servers run in UTC
+    return datetime.now(timezone.utc).replace(tzinfo=None).isoformat(timespec="milliseconds")
+
+
+async def _user(conn, album_id: str, where: str, arg) -> dict | None:
+    """KHEOPS's user object: email (verified only, see users.py), name, sub, and is_admin when a member."""
+    cur = await conn.execute(
+        "SELECT u.sub, CASE WHEN u.email_verified THEN u.email END AS email, u.name, au.is_admin FROM users u"
+        f" LEFT JOIN album_users au ON au.user_id = u.id AND au.album_id = %s WHERE {where}", (album_id, arg))
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return _present({"email": row["email"], "name": row["name"], "sub": row["sub"], "is_admin": row["is_admin"]})
+
+
+async def _source(conn, album_id: str, src: dict) -> dict:
+    user = None
+    if src.get("user_id") is not None:
+        user = await _user(conn, album_id, "u.id = %s", src["user_id"])
+    elif src.get("sub"):
+        user = await _user(conn, album_id, "u.sub = %s", src["sub"])
+    user = user or _present({"sub": src.get("sub")})
+    if src.get("capability"):
+        cur = await conn.execute("SELECT id, title FROM capabilities WHERE id = %s", (src["capability"],))
+        cap = await cur.fetchone()
+        if cap is not None:
+            user["capability_token"] = {"id": cap["id"], "title": cap["title"]}
+    return user
+
+
+async def _study(conn, study_uid: str, series_uids: list[str], *, study_url: bool, series_url: bool,
+                 count_new: bool = False) -> tuple[dict, bool]:
+    """KHEOPS's study object with these series; and whether instances of them were stored by this
+    transaction (a STOW: ``instances.created_time`` is the transaction's ``now()``), with their count."""
+    cur = await conn.execute("SELECT * FROM studies WHERE study_uid = %s", (study_uid,))
+    st = await cur.fetchone() or {}
+    out = {"study_uid": study_uid, **_present({key: st.get(col) for key, col in _STUDY_FIELDS})}
+    if study_url:
+        out["retrieve_url"] = f"/api/studies/{study_uid}"
+    cur = await conn.execute(
+        "SELECT s.series_uid, s.modality, s.series_description, s.series_number, s.body_part_examined,"
+        " GREATEST(s.number_of_instances, (SELECT count(*) FROM instances i WHERE i.series_uid = s.series_uid))"
+        "   AS instances,"
+        " (SELECT count(*) FROM instances i WHERE i.series_uid = s.series_uid AND i.created_time = now()) AS new"
+        " FROM series s WHERE s.series_uid = ANY(%s) ORDER BY s.series_number NULLS LAST, s.series_uid",
+        (list(series_uids),))
+    uploaded = False
+    series = []
+    for row in await cur.fetchall():
+        item = _present({"modality": row["modality"], "series_description": row["series_description"],
+                         "series_uid": row["series_uid"], "number_of_series_related_instances": row["instances"],
+                         "series_number": row["series_number"], "body_part_examined": row["body_part_examined"]})
+        if series_url:
+            item["retrieve_url"] = f"/api/studies/{study_uid}/series/{row['series_uid']}"
+        if row["new"]:
+            uploaded = True
+            if count_new:
+                item["number_of_new_instances"] = row["new"]
+        series.append(item)
+    if series:
+        out["series"] = series
+    return out, uploaded
+
+
+async def kheops_body(conn, album_id: str, event: str, payload: dict) -> dict:
+    """The delivery body KHEOPS sends for ``event`` (without ``host``: see ``render``)."""
+    manual = bool(payload.get("manual"))
+    body = {"album_id": album_id, "event_time": _event_time(),
+            "source": await _source(conn, album_id, payload.get("source") or {}), "is_manual_trigger": manual}
+    if event == "new_series":
+        study, uploaded = await _study(conn, payload["study"], payload["series"], study_url=True, series_url=True,
+                                       count_new=not manual)
+        body["import_source"] = "upload" if uploaded and not manual else "send"
+        body["updated_study"] = study
+    elif event == "remove_series":
+        cur = await conn.execute("SELECT NOT EXISTS (SELECT 1 FROM album_series als JOIN series s"
+                                 " ON s.series_uid = als.series_uid WHERE als.album_id = %s AND s.study_uid = %s)"
+                                 " AS all_gone", (album_id, payload["study"]))
+        all_gone = (await cur.fetchone())["all_gone"]
+        body["remove_all_series"] = all_gone
+        # as KHEOPS: the study's URL while some of it stays in the album, no URL once none does
+        body["removed_study"], _ = await _study(conn, payload["study"], payload["series"],
+                                                study_url=not all_gone, series_url=False)
+    elif event == "new_user":
+        user = payload.get("user") or {}
+        body["new_user"] = await _user(conn, album_id, "u.sub = %s", user.get("sub")) or _present(user)
+    return body
+
+
+def render(payload: dict, host: str) -> dict:
+    """The body as sent: ``host`` added and the retrieve URLs made absolute. A delivery queued by an older
+    gateway (before the KHEOPS body) goes out as it was queued."""
+    if "album_id" not in payload:
+        return payload
+    out = {"host": host, **payload}
+    for key in ("updated_study", "removed_study"):
+        study = out.get(key)
+        if not study:
+            continue
+        study = dict(study)
+        if "retrieve_url" in study:
+            study["retrieve_url"] = host + study["retrieve_url"]
+        if "series" in study:
+            study["series"] = [{**s, "retrieve_url": host + s["retrieve_url"]} if "retrieve_url" in s else s
+                               for s in study["series"]]
+        out[key] = study
+    return out
 
 
 # ---- where deliveries may go -----------------------------------------------------------------------------
@@ -194,6 +344,7 @@ class Deliverer:
 
     def __init__(self, db, settings, verify):
         self.db = db
+        self.host = settings.root_url.rstrip("/")
         self.allowed = parse_networks(settings.webhook_allowed_networks)
         self.max_attempts = settings.webhook_max_attempts
         self.retry_seconds = settings.webhook_retry_seconds
@@ -252,7 +403,7 @@ class Deliverer:
         try:
             status = await self._post(row)
             if 200 <= status < 300:
-                await self._finish(row["id"], "delivered", status, None)
+                await self._finish(row, "delivered", status, None)
                 return
             error = f"HTTP {status}"
         except PermanentFailure as exc:
@@ -262,23 +413,28 @@ class Deliverer:
         except httpx.HTTPError as exc:
             error = type(exc).__name__  # never the URL: it may carry a token in its query
         if permanent or row["attempts"] >= self.max_attempts:
-            await self._finish(row["id"], "failed", status, error)
+            await self._finish(row, "failed", status, error)
             log.warning("webhook delivery failed", extra={"audit": {"delivery": row["id"], "event": row["event"],
                                                                     "error": error}})
             return
         delay = min(self.retry_seconds * 2 ** (row["attempts"] - 1), MAX_BACKOFF_SECONDS)
         async with self.db.connection() as conn:
+            await self._attempt(conn, row, status)
             await conn.execute(
                 "UPDATE webhook_deliveries SET next_attempt_time = now() + make_interval(secs => %s),"
                 " last_status = %s, last_error = %s WHERE id = %s", (delay, status, error, row["id"]))
 
     async def _post(self, row: dict) -> int:
         targets = await pinned_targets(row["url"], self.allowed)
-        body = json.dumps(row["payload"], separators=(",", ":")).encode()
-        timestamp = str(int(time.time()))
+        body = json.dumps(render(row["payload"], self.host), separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", "X-Kheops-Event": row["event"],
-                   "X-Kheops-Delivery": str(row["id"]), "X-Kheops-Timestamp": timestamp,
-                   "X-Kheops-Signature": sign(row["secret"], timestamp, body)}
+                   "X-Kheops-Delivery": str(row["id"]),
+                   "X-Kheops-Attempt": f"{row['attempts']}/{self.max_attempts}"}
+        if row["secret"]:
+            timestamp = str(int(time.time()))
+            headers.update({"X-Kheops-Signature": kheops_signature(row["secret"], body),
+                            "X-Kheops-Timestamp": timestamp,
+                            "X-Kheops-Timestamp-Signature": sign(row["secret"], timestamp, body)})
         for i, (url, host, extensions) in enumerate(targets):
             try:
                 response = await self.http.post(url, content=body, headers={**headers, **host}, extensions=extensions)
@@ -290,8 +446,16 @@ class Deliverer:
             return response.status_code
         raise AssertionError("unreachable")
 
-    async def _finish(self, delivery_id: int, status: str, http_status: int | None, error: str | None) -> None:
+    async def _finish(self, row: dict, status: str, http_status: int | None, error: str | None) -> None:
         async with self.db.connection() as conn:
+            await self._attempt(conn, row, http_status)
             await conn.execute(
                 "UPDATE webhook_deliveries SET status = %s, last_status = %s, last_error = %s, done_time = now()"
-                " WHERE id = %s", (status, http_status, error, delivery_id))
+                " WHERE id = %s", (status, http_status, error, row["id"]))
+
+    @staticmethod
+    async def _attempt(conn, row: dict, http_status: int | None) -> None:
+        """Keep this attempt for the admins' view (KHEOPS's attempts): its status, -1 when nothing answered."""
+        await conn.execute("INSERT INTO webhook_attempts (delivery_id, attempt, status) VALUES (%s, %s, %s)"
+                           " ON CONFLICT DO NOTHING", (row["id"], row["attempts"], -1 if http_status is None
+                                                       else http_status))

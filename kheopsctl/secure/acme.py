@@ -11,10 +11,9 @@ from __future__ import annotations
 import re
 
 from kheopsctl.config import Settings
-from kheopsctl.deploy.compose import run_compose
-from kheopsctl.deploy.layout import SiteLayout
 from kheopsctl.errors import KheopsError
-from kheopsctl.secure import volumes
+from kheopsctl.site import Site
+from kheopsctl.site import certs_volume as volumes
 
 # certbot's deploy hook; nginx's wrapper reloads when this file changes
 DEPLOY_HOOK = f"date >> {volumes.RENEWED_MARKER}"
@@ -33,9 +32,10 @@ def certonly_args(settings: Settings) -> list[str]:
     ]
 
 
-def issue(settings: Settings, layout: SiteLayout, timeout: float = 300) -> None:
+def issue(site: Site, timeout: float = 300) -> None:
     """Run certbot certonly in a one-off `certbot` container; raise with certbot's own reason on failure."""
-    result = run_compose(settings, layout, "run", "--rm", "--no-deps", "--entrypoint", "certbot", "certbot",
+    settings = site.settings
+    result = site.compose("run", "--rm", "--no-deps", "--entrypoint", "certbot", "certbot",
                          *certonly_args(settings), check=False, timeout=timeout)
     if result.returncode != 0:
         raise KheopsError(f"certificate issuance failed: {explain(result.stdout + result.stderr)}",
@@ -67,6 +67,6 @@ def _hint(output: str, settings: Settings) -> str:
     return "see the reason above (kheopsctl logs certbot for renewals), fix it and run kheopsctl secure again"
 
 
-def reload_nginx(settings: Settings, layout: SiteLayout) -> None:
+def reload_nginx(site: Site) -> None:
     """Graceful reload: new connections get the new certificate, open ones finish on the old workers."""
-    run_compose(settings, layout, "exec", "-T", "nginx", "nginx", "-s", "reload", timeout=60)
+    site.compose("exec", "-T", "nginx", "nginx", "-s", "reload", timeout=60)

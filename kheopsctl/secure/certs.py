@@ -12,13 +12,14 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
 
+from kheopsctl.deploy.tls_material import self_signed
 from kheopsctl.errors import KheopsError
 
 WARN_DAYS = 30
+
+__all__ = ["self_signed"]  # the bootstrap certificate is made where it is installed (deploy)
 
 
 def _bad(message: str, hint: str) -> KheopsError:
@@ -174,30 +175,3 @@ def validate_own_certificate(cert_path: Path, key_path: Path, host: str,
                    hint="use a certificate whose subjectAltName lists the root URL's host, or change --root-url")
     warnings = check_validity(chain, cert_path, now)
     return OwnCertificate(chain=chain, summary=summarize(chain[0], now), warnings=warnings)
-
-
-def self_signed(host: str, days: int = 30) -> tuple[bytes, bytes]:
-    """A throwaway certificate so nginx can start on 443 before the real one is issued (PEM cert, PEM key)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
-    try:
-        alt: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        alt = x509.DNSName(host)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "kheopsctl bootstrap (not trusted)")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem

@@ -6,7 +6,6 @@ send the public name as SNI and Host, like doctor does.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import ssl
 import time
@@ -17,13 +16,7 @@ from cryptography import x509
 from kheopsctl.config import Settings
 from kheopsctl.errors import KheopsError
 from kheopsctl.secure import certs
-
-
-def local_address(settings: Settings) -> str:
-    ip = ipaddress.ip_address(settings.site.bind_address)
-    if ip.is_unspecified:
-        return "::1" if ip.version == 6 else "127.0.0.1"
-    return str(ip)
+from kheopsctl.site.installed import local_address, public_request
 
 
 def served_certificate(settings: Settings, timeout: float = 5.0) -> x509.Certificate:
@@ -37,20 +30,10 @@ def served_certificate(settings: Settings, timeout: float = 5.0) -> x509.Certifi
     return x509.load_der_x509_certificate(der)
 
 
-def _url(settings: Settings, scheme: str, path: str) -> str:
-    host = local_address(settings)
-    host = f"[{host}]" if ":" in host else host
-    port = settings.ports.https if scheme == "https" else settings.ports.http
-    return f"{scheme}://{host}:{port}{path}"
-
-
 def site_get(settings: Settings, path: str, scheme: str = "https", verify: bool | ssl.SSLContext = False,
              timeout: float = 10.0) -> httpx.Response:
     """GET ``path`` on the site's published port with the public Host (and SNI for https)."""
-    extensions = {"sni_hostname": settings.host} if scheme == "https" else {}
-    netloc = settings.root_url.split("://", 1)[1]
-    with httpx.Client(verify=verify, timeout=timeout, follow_redirects=False) as client:
-        return client.get(_url(settings, scheme, path), headers={"Host": netloc}, extensions=extensions)
+    return public_request(settings, "GET", path, scheme=scheme, verify=verify, timeout=timeout)
 
 
 def check_https(settings: Settings, attempts: int = 20) -> certs.CertSummary:

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 from kheopsctl.config import Settings
 from kheopsctl.deploy import realm_sync
-from kheopsctl.deploy.layout import SiteLayout
 from kheopsctl.deploy.render import realm_context
 from kheopsctl.errors import KheopsError
+from kheopsctl.site import SiteLayout
+from kheopsctl.site.docker import DockerClient
 
 # clients a browser comes back to; the service-account client (kheopsctl) has no redirect URIs
 BROWSER_CLIENTS = ("loginConnect",)
@@ -52,9 +53,9 @@ def read_back(kc, settings: Settings) -> tuple[list[ClientUrls], str | None]:
     return clients, kc.get_realm(settings.keycloak.realm).get("sslRequired")
 
 
-def point_realm(docker_client, settings: Settings, layout: SiteLayout) -> list[ClientUrls]:
+def point_realm(docker_client: DockerClient, settings: Settings, layout: SiteLayout) -> list[ClientUrls]:
     """Reconcile the live realm with the rendered one, then verify the URLs and sslRequired by reading back."""
-    from keycloak.exceptions import KeycloakError
+    from keycloak.exceptions import KeycloakError  # python-keycloak takes most of a second to import
 
     try:
         realm_sync.reconcile(settings, layout, docker_client)

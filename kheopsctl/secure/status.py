@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from kheopsctl.config import Settings
-from kheopsctl.deploy.layout import SiteLayout
-from kheopsctl.secure import certs, health, volumes
+from kheopsctl.secure import certs, health
+from kheopsctl.site import Site
+from kheopsctl.site import certs_volume as volumes
 
 
 @dataclass
@@ -24,7 +24,8 @@ class TlsStatus:
                 "certificate": self.certificate.to_dict() if self.certificate else None}
 
 
-def tls_status(settings: Settings, layout: SiteLayout) -> TlsStatus:
+def tls_status(site: Site) -> TlsStatus:
+    settings = site.settings
     if not settings.secured:
         return TlsStatus(settings.site.mode, settings.root_url, None, "none")
     try:
@@ -33,9 +34,7 @@ def tls_status(settings: Settings, layout: SiteLayout) -> TlsStatus:
     except OSError as exc:
         problem = f"nothing answers TLS on port {settings.ports.https} ({exc.strerror or exc})"
     # nginx is down: report what it would serve
-    from kheopsctl.deploy.compose import docker_client
-
-    pem = volumes.read_file(docker_client(), settings, f"{volumes.CERTS_MOUNT}/{volumes.CURRENT}/fullchain.pem")
+    pem = volumes.read_file(site, f"{volumes.CERTS_MOUNT}/{volumes.CURRENT}/fullchain.pem")
     if pem is None:
         return TlsStatus(settings.site.mode, settings.root_url, None, "none", problem + "; no certificate installed")
     leaf = x509.load_pem_x509_certificates(pem)[0]

@@ -23,13 +23,19 @@ from urllib.parse import urlsplit
 
 from rich.console import Console
 
-from kheopsctl.config import Settings, load_settings, settings_from_dict
-from kheopsctl.deploy.fsutil import write_atomic
-from kheopsctl.deploy.layout import SiteLayout
-from kheopsctl.errors import KheopsError
-from kheopsctl.secure import certs, dns, preflight, volumes
+from kheopsctl.config import Settings, settings_from_dict
+from kheopsctl.deploy.converge import converge
+from kheopsctl.deploy.render import RenderedSite, render_site
+from kheopsctl.deploy.sitefile import write_sitefile
+from kheopsctl.deploy.tls_material import OWN_CERT_SECRET, OWN_KEY_SECRET, store_own_certificate
+from kheopsctl.errors import KheopsError, UsageError
+from kheopsctl.secure import acme, certs, dns, health, preflight
 from kheopsctl.secure.certs import OwnCertificate
-from kheopsctl.secure.material import OWN_CERT_SECRET, OWN_KEY_SECRET, ensure_tls_material, store_own_certificate
+from kheopsctl.secure.keycloak import point_realm
+from kheopsctl.site import Site, SiteLayout
+from kheopsctl.site import certs_volume as volumes
+from kheopsctl.site.docker import compose_command
+from kheopsctl.site.fsutil import write_atomic
 
 
 @dataclass
@@ -68,10 +74,7 @@ class SecureResult:
 
 
 def current_settings(layout: SiteLayout) -> Settings:
-    if not layout.config.is_file():
-        raise KheopsError(f"no site in {layout.dir} ({layout.config.name} is missing)",
-                          hint=f"install it first: kheopsctl install --dir {layout.dir}", exit_code=2)
-    return load_settings(layout.dir)
+    return Site.open(layout.dir).settings
 
 
 PINNING_ENV = ("KHEOPS_ROOT_URL", "KHEOPS_SITE__ROOT_URL", "KHEOPS_SITE__MODE")
@@ -81,8 +84,8 @@ def check_environment(environ: dict[str, str]) -> None:
     """secure writes site.root_url and site.mode to kheops.toml; an environment override would win over it."""
     pinned = [name for name in PINNING_ENV if name in environ]
     if pinned:
-        raise KheopsError(f"{pinned[0]} is set in the environment and would override what secure writes to kheops.toml",
-                          hint=f"unset {' '.join(pinned)} (kheops.toml keeps the site's root URL and mode)", exit_code=2)
+        raise UsageError(f"{pinned[0]} is set in the environment and would override what secure writes to kheops.toml",
+                         hint=f"unset {' '.join(pinned)} (kheops.toml keeps the site's root URL and mode)")
 
 
 def plan(old: Settings, req: SecureRequest) -> Settings:
@@ -118,11 +121,11 @@ def _https_of(url: str) -> str:
 # pre-flight
 
 
-def our_published_ports(client, settings: Settings) -> set[int]:
-    from kheopsctl.deploy.compose import project_containers
-
+def our_published_ports(site: Site) -> set[int]:
     ports: set[int] = set()
-    for container in project_containers(client, settings.project):
+    for container in site.containers():
+        if not site.owns(container.labels):
+            continue  # the same project name in another directory is not this site
         for bindings in (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).values():
             for b in bindings or []:
                 if b.get("HostPort"):
@@ -130,7 +133,7 @@ def our_published_ports(client, settings: Settings) -> set[int]:
     return ports
 
 
-def run_preflight(client, old: Settings, new: Settings, req: SecureRequest,
+def run_preflight(site: Site, new: Settings, req: SecureRequest,
                   result: SecureResult) -> tuple[OwnCertificate | None, list[str] | None]:
     """All checks; returns the validated own certificate, and the addresses still to self-check on port 80."""
     own, pending = None, None
@@ -146,22 +149,23 @@ def run_preflight(client, old: Settings, new: Settings, req: SecureRequest,
         own = certs.validate_own_certificate(req.cert_file, req.key_file, new.host)
         result.warnings += own.warnings
     preflight.check_ports(new.site.bind_address, {"http": new.ports.http, "https": new.ports.https},
-                          our_published_ports(client, old))
+                          our_published_ports(site))
     if req.mode == "letsencrypt":
         server = dns.parse_server(req.dns_server) if req.dns_server else None
         addresses = dns.resolve(new.host, server)
         public = new.tls.acme_server in (preflight.LETSENCRYPT, preflight.LETSENCRYPT_STAGING)
         result.notes += preflight.check_resolution(new.host, addresses, public, preflight.local_addresses())
-        if old.secured:  # our nginx serves the ACME webroot already: prove port 80 before changing anything
-            result.notes.append(_selfcheck(client, new, addresses))
+        if site.settings.secured:  # our nginx serves the ACME webroot already: prove port 80 before changing anything
+            result.notes.append(_selfcheck(site.with_settings(new), addresses))
         else:  # the insecure proxy does not serve it: checked right after the switch, before issuance
             pending = addresses
     return own, pending
 
 
-def _selfcheck(client, settings: Settings, addresses: list[str]) -> str:
+def _selfcheck(site: Site, addresses: list[str]) -> str:
+    settings = site.settings
     address = preflight.http01_selfcheck(
-        settings.host, addresses, lambda token, content: volumes.place_token(client, settings, token, content),
+        settings.host, addresses, lambda token, content: volumes.place_token(site, token, content),
         bind_address=settings.site.bind_address)
     return f"port-80 self-check: http://{settings.host}/.well-known/acme-challenge/ answered through {address}"
 
@@ -208,32 +212,12 @@ def _site_files(layout: SiteLayout) -> list[Path]:
     return files
 
 
-def converge(client, settings: Settings, layout: SiteLayout, console: Console) -> None:
-    """The container half of `kheopsctl install` for already-rendered files: images, TLS material, compose up.
-
-    The images are normally current (install built them); the calls only check their labels.
-    """
-    from kheopsctl.deploy.gateway_image import ensure_gateway_image
-    from kheopsctl.deploy.keycloak_image import ensure_keycloak_image
-    from kheopsctl.deploy.provision import bring_up
-
-    with console.status("images: checking"):
-        ensure_gateway_image(client, settings)
-        ensure_keycloak_image(client, settings)
-    if settings.secured:
-        with console.status("certificates: preparing"):
-            ensure_tls_material(client, settings, layout)
-    bring_up(client, settings, layout, console)
-
-
-def rollback(client, old: Settings, layout: SiteLayout, backup: Backup, console: Console) -> str | None:
+def rollback(old: Site, backup: Backup, console: Console) -> str | None:
     """Put the previous files, certificate link and realm URLs back and bring that site up. Returns a problem."""
-    from kheopsctl.secure.keycloak import point_realm
-
     backup.restore()
     try:
-        converge(client, old, layout, console)
-        point_realm(client, old, layout)
+        converge(old, console)
+        point_realm(old.docker, old.settings, old.layout)
     except KheopsError as exc:
         return exc.message
     except Exception as exc:  # noqa: BLE001 - reported with the original failure
@@ -245,52 +229,48 @@ def rollback(client, old: Settings, layout: SiteLayout, backup: Backup, console:
 # the switch
 
 
-def apply(client, new: Settings, layout: SiteLayout, site, own: OwnCertificate | None, console: Console,
+def apply(site: Site, rendered: RenderedSite, own: OwnCertificate | None, console: Console,
           result: SecureResult, selfcheck_addresses: list[str] | None) -> None:
-    from kheopsctl.deploy.sitefile import write_sitefile
-    from kheopsctl.secure import acme, health
-    from kheopsctl.secure.keycloak import point_realm
-
+    """``site`` carries the new settings."""
+    new, layout = site.settings, site.layout
     write_sitefile(layout, new)
-    site.write()
+    rendered.write()
     if own is not None:
         store_own_certificate(layout, Path(new.tls.cert_file), Path(new.tls.key_file))
-    converge(client, new, layout, console)
+    converge(site, console)
     if new.site.mode == "letsencrypt":
         if selfcheck_addresses is not None:
             with console.status("port-80 self-check"):
-                result.notes.append(_selfcheck(client, new, selfcheck_addresses))
+                result.notes.append(_selfcheck(site, selfcheck_addresses))
         with console.status(f"certificate: requesting from {new.tls.acme_server}"):
-            acme.issue(new, layout)
-        volumes.point_current(client, new, f"../live/{new.host}")
-        acme.reload_nginx(new, layout)
+            acme.issue(site)
+        volumes.point_current(site, f"../live/{new.host}")
+        acme.reload_nginx(site)
     with console.status("Keycloak: pointing the realm at the new root URL"):
-        result.clients = point_realm(client, new, layout)
+        result.clients = point_realm(site.docker, new, layout)
     with console.status("post-switch health check"):
         result.certificate = health.check_https(new)
 
 
 def run_secure(layout: SiteLayout, req: SecureRequest, console: Console) -> SecureResult:
-    from kheopsctl.deploy.compose import compose_command, docker_client
-    from kheopsctl.deploy.render import render_site
-
     started = time.monotonic()
     check_environment(dict(os.environ))
-    old = current_settings(layout)
+    site = Site.open(layout.dir)
+    old = site.settings
     new = plan(old, req)
     result = SecureResult(settings=new, previous_mode=old.site.mode)
-    client = docker_client()
+    site.docker  # noqa: B018 - an unreachable engine stops here, before any change
     compose_command()
-    own, pending = run_preflight(client, old, new, req, result)
-    site = render_site(new, layout)  # in memory: a template problem stops here, before any change
+    own, pending = run_preflight(site, new, req, result)
+    rendered = render_site(new, layout)  # in memory: a template problem stops here, before any change
     backup = Backup.take(layout)
     try:
-        apply(client, new, layout, site, own, console, result, pending)
+        apply(site.with_settings(new), rendered, own, console, result, pending)
     except Exception as exc:  # whatever broke, the previous site comes back
         reason = exc.message if isinstance(exc, KheopsError) else f"{type(exc).__name__}: {exc}"
         hint = exc.hint if isinstance(exc, KheopsError) else None
         console.print(f"[yellow]switch failed, rolling back to {old.site.mode} mode:[/] {reason}", highlight=False)
-        problem = rollback(client, old, layout, backup, console)
+        problem = rollback(site, backup, console)
         restored = (f"the site was restored to {old.site.mode} mode ({old.root_url})" if problem is None
                     else f"rollback incomplete: {problem}; previous files are back in {layout.dir}")
         raise KheopsError(f"{reason}; {restored}", hint=hint or "fix the cause and run kheopsctl secure again") from None

@@ -1,22 +1,21 @@
-"""Helpers for the doctor tests: settings for a throw-away site directory, and running the real CLI."""
+"""Helpers for the doctor tests: settings for a throw-away site directory, and running the real CLI in-process."""
 
 from __future__ import annotations
 
 import json
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
 
 from kheopsctl.config import settings_from_dict
-from kheopsctl.deploy.layout import SiteLayout
+from kheopsctl.site import SiteLayout
+from tests import clirun
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((REPO / "kheopsctl" / "doctor" / "schema.json").read_text())
-KHEOPSCTL = str(Path(sys.executable).parent / "kheopsctl")
 
 
 def free_port() -> int:
@@ -39,12 +38,8 @@ def site(tmp_path):
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    import os
-
-    # hermetic: settings come from the test's site only, not from KHEOPS_* of the developer's shell
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("KHEOPS_")}
-    return subprocess.run([KHEOPSCTL, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**inherited, **(env or {})}, cwd=REPO)
+    """The real command line, in-process (tests/clirun.py); settings come from the test's site only."""
+    return clirun.run(*args, env=env)
 
 
 def validate(document: dict) -> None:

@@ -21,6 +21,9 @@ from kheopsctl.doctor.preflight import (
     port_state,
 )
 
+from kheopsctl.site import Site
+from kheopsctl.site.labels import SITE_ID
+
 from .conftest import by_name, free_port
 
 pytestmark = pytest.mark.docker
@@ -86,23 +89,41 @@ def docker_client():
     return client
 
 
-def _publishing_container(client, project: str, port: int):
+def _publishing_container(client, project: str, port: int, site_id: str | None = None):
+    labels = {"com.docker.compose.project": project, "com.docker.compose.service": "nginx"}
+    if site_id:
+        labels[SITE_ID] = site_id
     return client.containers.run(
         BASE_IMAGE, ["sleep", "120"], detach=True, name=f"kdoctor-unit-{uuid.uuid4().hex[:8]}",
-        labels={"com.docker.compose.project": project, "com.docker.compose.service": "nginx"},
-        ports={"80/tcp": ("127.0.0.1", port)},
+        labels=labels, ports={"80/tcp": ("127.0.0.1", port)},
     )
 
 
 def test_port_held_by_this_sites_container_is_ok(site, docker_client):
     settings, layout = site
-    container = _publishing_container(docker_client, settings.project, settings.ports.http)
+    me = Site(settings, layout)
+    me.record_identity()
+    container = _publishing_container(docker_client, settings.project, settings.ports.http, me.site_id)
     try:
         r = by_name(run_preflight(settings, layout))["ports"]
     finally:
         container.remove(force=True)
     assert r.status == "ok", r.message
     assert f"{settings.ports.http} (nginx)" in r.details["ours"]
+
+
+def test_same_project_name_from_another_directory_is_not_this_site(site, docker_client):
+    """Before site ids, a container of the same compose project name was "held by this site" whatever the
+    directory it came from; now only this directory's site id makes it ours."""
+    settings, layout = site
+    Site(settings, layout).record_identity()
+    container = _publishing_container(docker_client, settings.project, settings.ports.http, "0123456789abcdef")
+    try:
+        r = by_name(run_preflight(settings, layout))["ports"]
+    finally:
+        container.remove(force=True)
+    assert r.status == "fail" and r.details["ours"] == []
+    assert "another site directory with the same project name" in r.message
 
 
 def test_port_held_by_another_projects_container_fails_naming_it(site, docker_client):

@@ -99,7 +99,11 @@ def serve(tmp_path, pki):
             "ports": {"http": n.http, "https": n.https, "keycloak": free_port()},
             "gateway": {"ca_bundle": str(pki.ca_file)},  # the private CA this host is told to trust
         })
-        return DoctorContext(settings, SiteLayout(tmp_path / "site"))
+        ctx = DoctorContext(settings, SiteLayout(tmp_path / "site"))
+        # the site's nginx is a host nginx here, not a container: its ports are declared this site's, which
+        # doctor otherwise learns from the engine (it probes nothing a container of this site does not publish)
+        ctx.memo("docker.port_owners", lambda: {n.http: None, n.https: None})
+        return ctx
 
     yield start
     for n in started:

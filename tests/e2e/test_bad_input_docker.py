@@ -1,19 +1,17 @@
-"""Bad input that needs the real engine to be detected: a port in use stops install before anything is written."""
+"""Bad input that needs the real engine to be detected: a port in use stops install before anything is written.
+
+In-process (tests/clirun.py) against the real engine: the CLI's own error path, without a process start."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.clirun import run
 from tests.stackfixture import TEST_CONFIG, require_stack_prerequisites
 
 pytestmark = pytest.mark.docker
-KHEOPSCTL = str(Path(sys.executable).parent / "kheopsctl")
 
 
 def test_port_in_use_stops_before_writing(tmp_path):
@@ -22,12 +20,10 @@ def test_port_in_use_stops_before_writing(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KHEOPS_")}
-        env.update(KHEOPS_PROJECT="kportbusy", KHEOPS_PORTS__HTTP=str(port), KHEOPS_PORTS__KEYCLOAK=str(port + 1)
-                   if port < 65535 else "1")
+        env = dict(KHEOPS_PROJECT="kportbusy", KHEOPS_PORTS__HTTP=str(port), KHEOPS_ROOT_URL=f"http://127.0.0.1:{port}",
+                   KHEOPS_PORTS__KEYCLOAK=str(port + 1) if port < 65535 else "1")
         site = tmp_path / "site"
-        result = subprocess.run([KHEOPSCTL, "install", "--dir", str(site), "--config", str(TEST_CONFIG), "--yes"],
-                                capture_output=True, text=True, env=env, timeout=300)
+        result = run("install", "--dir", str(site), "--config", str(TEST_CONFIG), "--yes", env=env)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     errors = [line for line in lines if line.startswith("error:")]
@@ -48,11 +44,10 @@ def test_existing_database_volume_without_secrets_is_refused(tmp_path):
         with socket.socket() as probe:  # two free ports, released before install binds-checks them
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KHEOPS_")}
-        env.update(KHEOPS_PROJECT=project, KHEOPS_PORTS__HTTP=str(port), KHEOPS_PORTS__KEYCLOAK=str(port + 1))
+        env = dict(KHEOPS_PROJECT=project, KHEOPS_PORTS__HTTP=str(port), KHEOPS_ROOT_URL=f"http://127.0.0.1:{port}",
+                   KHEOPS_PORTS__KEYCLOAK=str(port + 1))
         site = tmp_path / "site"
-        result = subprocess.run([KHEOPSCTL, "install", "--dir", str(site), "--config", str(TEST_CONFIG), "--yes"],
-                                capture_output=True, text=True, env=env, timeout=300)
+        result = run("install", "--dir", str(site), "--config", str(TEST_CONFIG), "--yes", env=env)
         assert result.returncode != 0
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and f"{project}_pgdata" in errors[0], result.stderr

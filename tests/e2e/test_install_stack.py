@@ -52,7 +52,8 @@ def test_user_token_reaches_the_gateway_through_nginx(installed_stack):
 
     api = f"{installed_stack.http_url}/api/studies"
     ok = httpx.get(api, headers={"Authorization": f"Bearer {tokens['access_token']}"}, timeout=30)
-    assert ok.status_code == 200, ok.text
+    # a new user sees no study yet: KHEOPS answers an empty QIDO result with 204 No Content (the gateway too)
+    assert ok.status_code in (200, 204), ok.text
     assert ok.headers["server"].startswith("nginx")
     # the same request with a forged token is refused: the gateway really checked the signature
     header, payload, _sig = tokens["access_token"].split(".")

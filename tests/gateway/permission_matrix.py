@@ -52,6 +52,8 @@ def capability(owner, *, scope: str = "user", album: str | None = None, lifetime
     }
     if album:
         form["album"] = album
+    if scope == "user":
+        form["restricted"] = "true"  # narrowed to these flags (a KHEOPS-style personal token acts as its user)
     if not_before:
         form["not_before_time"] = not_before.isoformat()
     r = owner.client.post("/capabilities", data=form)

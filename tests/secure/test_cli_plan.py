@@ -4,7 +4,6 @@ the new kheops.toml values are derived from the old ones."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,11 +12,11 @@ from kheopsctl.config import settings_from_dict
 from kheopsctl.errors import KheopsError
 from kheopsctl.secure.switch import SecureRequest, plan
 
-KHEOPSCTL = str(Path(sys.executable).parent / "kheopsctl")
+from tests import clirun
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([KHEOPSCTL, "secure", *args], capture_output=True, text=True, cwd=cwd, timeout=60)
+    return clirun.run("secure", *args)  # in-process; every path in the cases is absolute
 
 
 @pytest.mark.parametrize("args,fragment", [

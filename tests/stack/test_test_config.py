@@ -22,12 +22,14 @@ def flatten(obj, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def test_only_image_refs_and_the_gateway_ca_bundle_differ(tmp_path):
+def test_only_image_refs_the_gateway_ca_bundle_and_webhook_networks_differ(tmp_path):
     test = flatten(load_settings(tmp_path, TEST_CONFIG, environ={}).to_dict())
-    prod = flatten(Settings().to_dict())
+    prod = flatten(load_settings(tmp_path, environ={}).to_dict())  # the defaults for the same directory
     changed = {key for key in prod if test[key] != prod[key]}
     images = {f"images.{f.name}" for f in dataclasses.fields(type(Settings().images))}
-    assert changed == images | {"gateway.ca_bundle"}
+    # webhook_allowed_networks: the e2e KHEOPS-client test receives a webhook on this host (a private address)
+    assert changed == images | {"gateway.ca_bundle", "gateway.webhook_allowed_networks"}
+    assert prod["gateway.webhook_allowed_networks"] == "", "production refuses private destinations by default"
     assert test["gateway.ca_bundle"] == "/etc/ssl/certs/ca-certificates.crt"
 
 

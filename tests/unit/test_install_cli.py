@@ -1,24 +1,19 @@
-"""`kheopsctl install` edges that need no Docker: --no-start, and bad input stopping before anything is written."""
+"""`kheopsctl install` edges that need no Docker: --no-start, and bad input stopping before anything is written.
+
+In-process (tests/clirun.py): the CLI's own error path, without a process start per case.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-KHEOPSCTL = str(Path(sys.executable).parent / "kheopsctl")
+from tests.clirun import run
+
 DEAD_DOCKER = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
-
-
-def run(*args: str, env: dict | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("KHEOPS_")}
-    full.update(env or {})
-    return subprocess.run([KHEOPSCTL, *args], capture_output=True, text=True, env=full, input=stdin, timeout=120)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
@@ -37,7 +32,7 @@ def test_no_start_works_without_docker(tmp_path):
     result = run("install", "--dir", str(site), "--no-start", "--yes", "--json", env=DEAD_DOCKER)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["started"] is False and len(data["created_secrets"]) == 8
+    assert data["started"] is False and len(data["created_secrets"]) == 9  # 9th: kheops_client_web_secret
     for rel in ("kheops.toml", "docker-compose.yml", "nginx/kheops.conf", "realm/kheops-realm.json",
                 "orthanc/orthanc.json"):
         assert (site / rel).is_file(), rel
@@ -56,7 +51,7 @@ def test_no_start_works_without_docker(tmp_path):
 def test_kheops_toml_is_the_source_of_truth(tmp_path):
     site = tmp_path / "site"
     assert run("install", "--dir", str(site), "--no-start", "--yes", "--root-url", "http://h.example:8081",
-               env={"KHEOPS_PORTS__KEYCLOAK": "18090"}).returncode == 0
+               env={"KHEOPS_PORTS__KEYCLOAK": "18090", "KHEOPS_PORTS__HTTP": "8081"}).returncode == 0
     toml = (site / "kheops.toml").read_text()
     assert 'root_url = "http://h.example:8081"' in toml and "keycloak = 18090" in toml
     # a later run without flags nor environment reproduces the same files

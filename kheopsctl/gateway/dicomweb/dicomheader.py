@@ -64,7 +64,7 @@ def parse_header(prefix: bytes) -> InstanceHeader:
         for kw in STUDY_KEYWORDS + SERIES_KEYWORDS:
             v = ds.get(kw)
             if v not in (None, ""):
-                attrs[kw] = str(v)
+                attrs[kw] = str(v).replace("\x00", "")  # PostgreSQL text cannot hold NUL; padding is not data
     except Exception as e:  # noqa: BLE001 - hostile bytes: any failure of the parser means "cannot read"
         raise HeaderError(f"cannot read the DICOM header: {type(e).__name__}") from None
     if not (study and series and sop):

@@ -31,8 +31,11 @@ STUDY_TAGS = {
 }
 SERIES_TAGS = {
     "modality": "00080060", "series_description": "0008103E", "series_number": "00200011",
-    "body_part_examined": "00180015", "series_uid": "0020000E",
+    "body_part_examined": "00180015", "series_uid": "0020000E", "series_date": "00080021",
+    "series_time": "00080031",
 }
+# series attributes a PACS returns only when asked by name
+_SERIES_EXTRA = ("00080021", "00080031", "00180015")
 _STUDY_KW = {
     "study_date": "StudyDate", "study_time": "StudyTime", "accession_number": "AccessionNumber",
     "referring_physician_name": "ReferringPhysicianName", "patient_name": "PatientName",
@@ -52,7 +55,7 @@ def json_value(item: dict, tag: str) -> str | None:
     v = values[0]
     if isinstance(v, dict):
         v = v.get("Alphabetic")
-    return None if v is None else str(v)
+    return None if v is None else str(v).replace("\x00", "")  # PostgreSQL text cannot hold NUL
 
 
 async def ensure_rows(conn: psycopg.AsyncConnection, header: InstanceHeader) -> None:
@@ -65,10 +68,11 @@ async def ensure_rows(conn: psycopg.AsyncConnection, header: InstanceHeader) -> 
     number = header.attrs.get("SeriesNumber")
     await conn.execute(
         "INSERT INTO series (series_uid, study_uid, modality, series_description, series_number,"
-        " body_part_examined, instances_indexed) VALUES (%s, %s, %s, %s, %s, %s, true)"
-        " ON CONFLICT (series_uid) DO NOTHING",
+        " body_part_examined, series_date, series_time, instances_indexed)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, true) ON CONFLICT (series_uid) DO NOTHING",
         (header.series_uid, header.study_uid, header.attrs.get("Modality"), header.attrs.get("SeriesDescription"),
-         int(number) if number and number.lstrip("-").isdigit() else None, header.attrs.get("BodyPartExamined")))
+         int(number) if number and number.lstrip("-").isdigit() else None, header.attrs.get("BodyPartExamined"),
+         header.attrs.get("SeriesDate"), header.attrs.get("SeriesTime")))
 
 
 async def refresh_from_pacs(conn: psycopg.AsyncConnection, pacs: Pacs, study_uid: str,
@@ -81,7 +85,9 @@ async def refresh_from_pacs(conn: psycopg.AsyncConnection, pacs: Pacs, study_uid
         await conn.execute(
             "UPDATE studies SET " + ", ".join(f"{c} = COALESCE(%s, {c})" for c in sets)
             + ", updated_time = now() WHERE study_uid = %s", [*sets.values(), study_uid])
-    found = await pacs.get_json(f"/studies/{study_uid}/series", {"includefield": "all"})
+    # "all" is the PACS's default set (Orthanc leaves SeriesDate, SeriesTime, BodyPartExamined out of it)
+    found = await pacs.get_json(f"/studies/{study_uid}/series",
+                                [("includefield", "all"), *(("includefield", tag) for tag in _SERIES_EXTRA)])
     wanted = set(series_uids)
     for item in found if isinstance(found, list) else []:
         uid = json_value(item, "0020000E")
@@ -93,10 +99,11 @@ async def refresh_from_pacs(conn: psycopg.AsyncConnection, pacs: Pacs, study_uid
             "UPDATE series SET modality = COALESCE(%s, modality), series_description = COALESCE(%s,"
             " series_description), series_number = COALESCE(%s, series_number), body_part_examined ="
             " COALESCE(%s, body_part_examined), number_of_instances = COALESCE(%s, number_of_instances),"
+            " series_date = COALESCE(%s, series_date), series_time = COALESCE(%s, series_time),"
             " populated = true, updated_time = now() WHERE series_uid = %s",
             (json_value(item, "00080060"), json_value(item, "0008103E"),
              int(float(number)) if number else None, json_value(item, "00180015"),
-             int(float(count)) if count else None, uid))
+             int(float(count)) if count else None, json_value(item, "00080021"), json_value(item, "00080031"), uid))
 
 
 # a UID list in one QIDO value stays under the upstream guard's bound for a query value

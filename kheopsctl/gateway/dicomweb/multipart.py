@@ -20,6 +20,9 @@ class MultipartError(ValueError):
 
 _BOUNDARY_RE = re.compile(r'boundary=(?:"([^"]+)"|([^;\s]+))', re.IGNORECASE)
 _TYPE_RE = re.compile(r'type=(?:"([^"]+)"|([^;\s]+))', re.IGNORECASE)
+# the field name of a multipart/form-data part (not ``filename=``)
+_NAME_RE = re.compile(r'(?:^|;)\s*name\s*=\s*(?:"([^"]*)"|([^;\s]+))', re.IGNORECASE)
+MAX_FILE_ID = 256
 
 
 def boundary_of(content_type: str | None) -> bytes:
@@ -56,6 +59,10 @@ class Part:
     def content_type(self) -> str:
         return self.headers.get("content-type", "")
 
+    @property
+    def file_id(self) -> str | None:
+        return file_id_of(self.headers)
+
     async def chunks(self) -> AsyncIterator[bytes | memoryview]:
         if self._done:
             return
@@ -66,6 +73,34 @@ class Part:
     async def drain(self) -> None:
         async for _ in self.chunks():
             pass
+
+
+def file_id_of(headers: dict[str, str]) -> str | None:
+    """The form field name of a part (``Content-Disposition: form-data; name="..."``): the file's id that STOW
+    failures quote back as ReferencedFileID. Bounded and free of control characters, or None."""
+    m = _NAME_RE.search(headers.get("content-disposition", ""))
+    if not m:
+        return None
+    name = m.group(1) if m.group(1) is not None else m.group(2)
+    if not name or len(name) > MAX_FILE_ID or any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        return None
+    return name
+
+
+class SinglePart:
+    """A whole request body that is one part (``Content-Type: application/dicom``), read like a Part."""
+
+    headers = {"content-type": "application/dicom"}
+    content_type = "application/dicom"
+    file_id = None
+
+    def __init__(self, stream: AsyncIterator[bytes]):
+        self._stream = stream
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            if chunk:
+                yield chunk
 
 
 class MultipartReader:

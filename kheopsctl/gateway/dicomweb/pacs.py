@@ -71,6 +71,9 @@ class Pacs:
             verify = ssl.create_default_context(cafile=settings.ca_bundle)
         self._ssl = verify if isinstance(verify, ssl.SSLContext) else None
         self._basic = (settings.pacs_username, settings.pacs_password) if auth is not None else None
+        from kheopsctl.gateway.dicomweb.passthrough import RawPool
+
+        self._raw_pool = RawPool()  # keep-alive connections of the raw relay (open_raw)
         self.client = httpx.AsyncClient(
             auth=auth,
             cookies=_no_cookies(),
@@ -83,6 +86,7 @@ class Pacs:
         )
 
     async def aclose(self) -> None:
+        self._raw_pool.close()
         await self.client.aclose()
 
     def url(self, path: str) -> str:
@@ -123,7 +127,8 @@ class Pacs:
         h = dict(self._headers)
         h.update(headers or {})
         upstream.check_request("GET", path, h, params)
-        return await raw_get(self._query(path, params), h, ssl_context=self._ssl, basic=self._basic)
+        return await raw_get(self._query(path, params), h, ssl_context=self._ssl, basic=self._basic,
+                             pool=self._raw_pool)
 
     async def get_json(self, path: str, params: Mapping | None = None) -> list | dict:
         """A small JSON answer (QIDO, STOW reply); 404/204 -> []."""

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import socket
 import ssl
+import time
 from collections import deque
 from typing import AsyncIterator
 from urllib.parse import urlsplit
@@ -90,8 +91,50 @@ class _Body(asyncio.BufferedProtocol):
         return data
 
 
+class RawPool:
+    """Idle keep-alive connections to the PACS, for the many small GETs of a viewer (frames, rendered,
+    thumbnails, metadata): a request on a warm connection skips the TCP handshake and the PACS's accept.
+
+    Only a connection whose last answer was fully read by its Content-Length, with nothing after it, and that
+    the PACS agreed to keep open, comes back here; a connection the PACS closed meanwhile is noticed (its EOF)
+    and dropped, and a request that finds it closed anyway is sent once more on a fresh connection (GET only).
+    """
+
+    def __init__(self, max_idle: int = 64, idle_seconds: float = 2.0):
+        self.max_idle, self.idle_seconds = max_idle, idle_seconds
+        self._idle: dict[tuple, list[tuple[float, asyncio.Transport, _Body]]] = {}
+        self._count = 0
+
+    def take(self, key: tuple) -> tuple[asyncio.Transport, _Body] | None:
+        found = self._idle.get(key)
+        now = time.monotonic()
+        while found:
+            since, transport, proto = found.pop()
+            self._count -= 1
+            if now - since > self.idle_seconds or proto.eof or proto.buffers or transport.is_closing():
+                transport.close()
+                continue
+            return transport, proto
+        return None
+
+    def give(self, key: tuple, transport: asyncio.Transport, proto: _Body) -> None:
+        if self._count >= self.max_idle or transport.is_closing():
+            transport.close()
+            return
+        self._idle.setdefault(key, []).append((time.monotonic(), transport, proto))
+        self._count += 1
+
+    def close(self) -> None:
+        for found in self._idle.values():
+            for _, transport, _ in found:
+                transport.close()
+        self._idle.clear()
+        self._count = 0
+
+
 class RawResponse:
-    def __init__(self, status: int, headers: dict[str, str], first: bytes, proto: _Body):
+    def __init__(self, status: int, headers: dict[str, str], first: bytes, proto: _Body,
+                 release=None):
         self.status_code = status
         self.headers = headers
         self._first = first
@@ -99,6 +142,9 @@ class RawResponse:
         length = headers.get("content-length")
         self._remaining = int(length) if length and length.isdigit() else None
         self._lowat = 1
+        # called with the connection once the body has been read to its last byte (keep-alive), else None
+        self._release = release if self._remaining is not None and len(first) <= self._remaining else None
+        self._done = False
 
     def _set_low_water(self, nbytes: int) -> None:
         transport = self._proto.transport
@@ -118,7 +164,9 @@ class RawResponse:
     async def body(self) -> AsyncIterator[bytes]:
         try:
             data = self._first
-            self._set_low_water(LOW_WATER if self._remaining is None else max(1, min(LOW_WATER, self._remaining)))
+            if self._remaining is None or self._remaining > len(data):  # else all of it is here already
+                self._set_low_water(LOW_WATER if self._remaining is None
+                                    else max(1, min(LOW_WATER, self._remaining - len(data))))
             while True:
                 if data:
                     view = data if isinstance(data, memoryview) else memoryview(data)
@@ -127,6 +175,7 @@ class RawResponse:
                         self._remaining -= len(view)
                     yield view
                 if self._remaining == 0:
+                    self._done = True
                     return
                 if self._remaining is not None and self._remaining < self._lowat:
                     # never wait for more bytes than the PACS will send
@@ -140,8 +189,21 @@ class RawResponse:
             self.close()
 
     def close(self) -> None:
-        if self._proto.transport is not None:
-            self._proto.transport.close()
+        transport = self._proto.transport
+        if transport is None:
+            return
+        if self._done and self._release is not None and not self._proto.buffers and not self._proto.eof:
+            release, self._release = self._release, None
+            if self._lowat != 1:
+                self._set_low_water(1)  # the next answer's head must wake the relay at its first byte
+            if self._proto.paused:
+                self._proto.paused = False
+                transport.resume_reading()
+            self._proto.waiter = None
+            release(transport, self._proto)
+            self._proto = _Body()  # this response no longer owns the connection
+            return
+        transport.close()
 
     async def aclose(self) -> None:
         self.close()
@@ -159,8 +221,13 @@ def request_head(target: str, host: str, headers: list[tuple[str, str]]) -> byte
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
+class _Stale(Exception):
+    """A reused keep-alive connection that the PACS had closed: the request is sent again on a fresh one."""
+
+
 async def raw_get(url: str, headers: dict[str, str], *, ssl_context: ssl.SSLContext | None, basic: tuple | None,
-                  connect_timeout: float = 5.0, head_timeout: float = 300.0) -> RawResponse:
+                  connect_timeout: float = 5.0, head_timeout: float = 300.0, pool: RawPool | None = None
+                  ) -> RawResponse:
     parts = urlsplit(url)
     https = parts.scheme == "https"
     host, port = parts.hostname, parts.port or (443 if https else 80)
@@ -168,15 +235,33 @@ async def raw_get(url: str, headers: dict[str, str], *, ssl_context: ssl.SSLCont
     fields = list(headers.items())
     if basic:
         fields.insert(0, ("Authorization", "Basic " + base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()))
+    if pool is not None:
+        fields.append(("Connection", "keep-alive"))  # HTTP/1.0 keep-alive: still never chunked
     request = request_head(target, parts.netloc, fields)
-    loop = asyncio.get_running_loop()
+    key = (host, port, https)
+    reused = pool.take(key) if pool is not None else None
     try:
-        transport, proto = await asyncio.wait_for(loop.create_connection(
-            _Body, host, port, ssl=(ssl_context or ssl.create_default_context()) if https else None), connect_timeout)
-    except asyncio.TimeoutError:
-        raise ApiError(504, "the PACS did not answer in time") from None
-    except OSError:
-        raise ApiError(502, "the PACS is unreachable") from None
+        return await _exchange(request, host, port, https, ssl_context, connect_timeout, head_timeout, pool, key,
+                               reused)
+    except _Stale:
+        return await _exchange(request, host, port, https, ssl_context, connect_timeout, head_timeout, pool, key,
+                               None)
+
+
+async def _exchange(request: bytes, host, port, https, ssl_context, connect_timeout, head_timeout, pool, key,
+                    reused) -> RawResponse:
+    if reused is not None:
+        transport, proto = reused
+    else:
+        loop = asyncio.get_running_loop()
+        try:
+            transport, proto = await asyncio.wait_for(loop.create_connection(
+                _Body, host, port, ssl=(ssl_context or ssl.create_default_context()) if https else None),
+                connect_timeout)
+        except asyncio.TimeoutError:
+            raise ApiError(504, "the PACS did not answer in time") from None
+        except OSError:
+            raise ApiError(502, "the PACS is unreachable") from None
     transport.write(request)
     head = bytearray()
     try:
@@ -186,6 +271,8 @@ async def raw_get(url: str, headers: dict[str, str], *, ssl_context: ssl.SSLCont
                     raise ApiError(502, "the PACS failed to answer")
                 data = await proto.next()
                 if data is None:
+                    if reused is not None and not head:
+                        raise _Stale()
                     raise ApiError(502, "the PACS failed to answer")
                 head += data
     except TimeoutError:
@@ -193,6 +280,8 @@ async def raw_get(url: str, headers: dict[str, str], *, ssl_context: ssl.SSLCont
         raise ApiError(504, "the PACS did not answer in time") from None
     except OSError:
         transport.close()
+        if reused is not None and not head:
+            raise _Stale() from None
         raise ApiError(502, "the PACS is unreachable") from None
     except BaseException:
         transport.close()
@@ -207,4 +296,16 @@ async def raw_get(url: str, headers: dict[str, str], *, ssl_context: ssl.SSLCont
     for line in header_lines:
         k, _, v = line.partition(":")
         hdrs[k.strip().lower()] = v.strip()
-    return RawResponse(status, hdrs, bytes(head[end + 4:]), proto)
+    release = None
+    if pool is not None and _keeps_alive(status_line, hdrs.get("connection", "")):
+        def release(transport, proto):
+            pool.give(key, transport, proto)
+    return RawResponse(status, hdrs, bytes(head[end + 4:]), proto, release)
+
+
+def _keeps_alive(status_line: str, connection: str) -> bool:
+    """The PACS keeps the connection: an HTTP/1.1 answer without ``close``, or a 1.0 one saying keep-alive."""
+    tokens = {t.strip().lower() for t in connection.split(",")}
+    if status_line.startswith("HTTP/1.1 "):
+        return "close" not in tokens
+    return "keep-alive" in tokens

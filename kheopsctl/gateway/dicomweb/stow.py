@@ -22,8 +22,19 @@ Rules, in order, for every part:
    item must carry its SOP UID and a RetrieveURL naming /studies/<approved study>/series/<approved
    series>/instances/<sop>. A disagreeing or missing item is reported failed and never indexed.
 
-Refusal reasons (FailureReason, 0008,1197): 0xC000 unreadable part, 0xA900 study UID differs from the URL,
-0x0110 not permitted (every policy refusal: the same code reveals nothing about other users' data).
+Bodies: ``multipart/related`` (``type="application/dicom"`` or none), ``multipart/form-data`` (every part a
+DICOM file, its field name the file's id), a single-part ``application/dicom`` body, and ``multipart/related;
+type="application/dicom+json"`` (DICOM JSON metadata parts plus bulk-data parts: dicomjson.py builds each data
+set into a Part-10 file, which is then checked here as any part is).
+
+Refusal reasons (FailureReason, 0008,1197), as KHEOPS gives them where it has one: 0x0124 not authorized (every
+policy refusal: the same code reveals nothing about other users' data), 0x0106 invalid attribute value (the
+patient tags disagree with a study the caller may add to; AttributeIdentifierList, 0000,1005, names them as
+KHEOPS does, decimal tag numbers), 0xC000 unreadable part (stricter than KHEOPS: the element walk), 0xA900 study
+UID differs from the URL, 0x0110 processing failure (the PACS did not store it as approved). A failure of a
+part that came with a file id (form-data field name) carries it as ReferencedFileID (0004,1500); parts that
+fed no instance (a JSON metadata part that does not parse, a bulk-data part nothing refers to) are listed in
+OtherFailuresSequence (0008,119A) with 0x0110.
 Reply: 200 all stored, 202 some refused, 409 all refused.
 
 Streaming and cost: per part only a bounded prefix (up to the pixel data) is parsed. Accepted parts are held
@@ -48,12 +59,12 @@ from dataclasses import dataclass, field
 
 from starlette.responses import Response
 
-from kheopsctl.gateway import events, webhooks
-from kheopsctl.gateway.dicomweb import index
+from kheopsctl.gateway import events, quiesce, webhooks
+from kheopsctl.gateway.dicomweb import dicomjson, index, roots
 from kheopsctl.gateway.dicomweb.dicomheader import InstanceHeader, read_checked_header
 from kheopsctl.gateway.dicomweb.elements import ElementError, Scanner
-from kheopsctl.gateway.dicomweb.multipart import (MultipartError, MultipartReader, boundary_of, closing,
-                                                  new_boundary, part_head, related_type)
+from kheopsctl.gateway.dicomweb.multipart import (MultipartError, MultipartReader, SinglePart, boundary_of,
+                                                  closing, new_boundary, part_head, related_type)
 from kheopsctl.gateway.dicomweb.pacs import Pacs, pacs_error
 from kheopsctl.gateway.errors import ApiError
 from kheopsctl.gateway.permissions import AlbumRole, Rights, album_rights, rights
@@ -62,8 +73,13 @@ log = logging.getLogger("kheopsctl.gateway.stow")
 
 CANNOT_UNDERSTAND = 0xC000
 STUDY_MISMATCH = 0xA900
-NOT_PERMITTED = 0x0110
+NOT_AUTHORIZED = 0x0124
+NOT_PERMITTED = NOT_AUTHORIZED  # every policy refusal
+INVALID_ATTRIBUTE = 0x0106
 PACS_FAILED = 0x0110
+PROCESSING_FAILURE = 0x0110
+# the tags compared with the index, as KHEOPS lists them in AttributeIdentifierList (decimal tag numbers)
+CHECKED_TAGS = [str(0x00100020)]
 COALESCE = 1024 * 1024
 WINDOW_BYTES = 8 * 1024 * 1024
 WINDOW_PARTS = 32
@@ -147,6 +163,8 @@ class StowOutcome:
     failed: list[tuple[str, str, int]] = field(default_factory=list)   # (sop class, sop uid, reason)
     accepted: dict[str, InstanceHeader] = field(default_factory=dict)  # sop uid -> header
     stored: list[tuple[str, str]] = field(default_factory=list)        # (sop class, sop uid)
+    files: dict[str, list[str]] = field(default_factory=dict)          # sop uid ("" unreadable) -> file ids
+    other: list[str | None] = field(default_factory=list)              # parts that fed no instance: file id
 
 
 _HOLDERS_SQL = (
@@ -196,8 +214,11 @@ class SeriesPolicy:
             return STUDY_MISMATCH
         async with self.ctx.connection() as conn:
             study = await self._study_row(conn, h.study_uid)
-            # tags must agree with the index for every part
+            # tags must agree with the index for every part; naming the tag only to whom may add to the study
             if study is not None and (study["patient_id"] or "") != (h.patient_id or ""):
+                holders = await self._holders(conn, h.study_uid)
+                if any(r.can_add_series for albums in holders.values() for r in albums.values()):
+                    return INVALID_ATTRIBUTE
                 return NOT_PERMITTED
             if h.series_uid in self.series:
                 return self.series[h.series_uid]
@@ -300,6 +321,9 @@ class StowRun:
     async def part(self, part) -> None:
         chunks = part.chunks().__aiter__()
         prefix, header, scanner = await read_checked_header(chunks)
+        file_id = getattr(part, "file_id", None)
+        if file_id:
+            self.out.files.setdefault(header.sop_uid if header else "", []).append(file_id)
         if header is None:
             self.out.failed.append(("", "", CANNOT_UNDERSTAND))
             return  # the reader drains the rest of the part
@@ -403,23 +427,49 @@ class StowRun:
             await self.upstream.abort()
 
 
-async def stow(request, ctx, principal, study_in_path: str | None = None) -> Response:
+def body_kind(content_type: str | None) -> tuple[str, bytes | None]:
+    """("dicom", None) for a single-part application/dicom body, ("parts" | "json", boundary) for multipart.
+    Raises 415 for anything else."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media == "application/dicom":
+        return "dicom", None
     try:
-        boundary = boundary_of(request.headers.get("content-type"))
+        boundary = boundary_of(content_type)
     except MultipartError as e:
         raise ApiError(415, str(e)) from None
-    rtype = related_type(request.headers.get("content-type"))
-    if rtype not in (None, "application/dicom"):
-        raise ApiError(415, "only multipart/related; type=\"application/dicom\" is accepted")
+    rtype = related_type(content_type)
+    if media == "multipart/form-data" or rtype in (None, "application/dicom"):
+        return "parts", boundary
+    if rtype == "application/dicom+json":
+        return "json", boundary
+    raise ApiError(415, 'accepted: application/dicom, multipart/related; type="application/dicom" or '
+                        '"application/dicom+json", multipart/form-data')
+
+
+@quiesce.guarded  # a backup holds this lock exclusively: 503 + Retry-After while it runs
+async def stow(request, ctx, principal, study_in_path: str | None = None) -> Response:
+    kind, boundary = body_kind(request.headers.get("content-type"))
     album = await destination(ctx, principal, request.query_params.get("album"))
     run = StowRun(ctx, principal, study_in_path, album)
     out = run.out
+    assembler = dicomjson.Assembler() if kind == "json" else None
     parts = 0
     try:
-        reader = MultipartReader(request.stream(), boundary)
-        async for part in reader.parts():
-            parts += 1
-            await run.part(part)
+        if kind == "dicom":
+            parts = 1
+            await run.part(SinglePart(request.stream()))
+        else:
+            reader = MultipartReader(request.stream(), boundary)
+            async for part in reader.parts():
+                parts += 1
+                if assembler is None:
+                    await run.part(part)
+                else:
+                    await _json_part(run, assembler, part)
+            if assembler is not None:
+                assembler.finish()
+                out.failed += [(cls, sop, CANNOT_UNDERSTAND) for cls, sop in assembler.refused]
+                out.other += [None] * assembler.unusable
         if parts:
             await run.flush()
             await run.finish()
@@ -429,10 +479,30 @@ async def stow(request, ctx, principal, study_in_path: str | None = None) -> Res
     except BaseException:
         await run.abort()
         raise
+    finally:
+        if assembler is not None:
+            assembler.close()
     if parts == 0:
         raise ApiError(400, "the STOW body holds no part")
     await _index_stored(ctx, principal, album, out)
-    return _reply(ctx, out)
+    return _reply(ctx, out, roots.api_root(request, ctx.gateway_base))  # RetrieveURLs: the caller's root
+
+
+async def _json_part(run: StowRun, assembler, part) -> None:
+    """A part of a DICOM JSON STOW: metadata (a DICOM part is taken as it is), or bulk data for it."""
+    media = dicomjson.media_type(part.content_type)
+    if media == "application/dicom":
+        await run.part(part)
+        return
+    if media == "application/dicom+json":
+        ready = await assembler.metadata(part)
+    else:
+        ready = await assembler.bulk_part(part)
+    for built, pending in ready:
+        try:
+            await run.part(built)
+        finally:
+            assembler.release(built, pending)
 
 
 def _retrieve_path(url) -> str:
@@ -516,8 +586,8 @@ async def _index_stored(ctx, principal, album: str, out: StowOutcome) -> None:
     ctx.decider.forget()
 
 
-def _reply(ctx, out: StowOutcome) -> Response:
-    base = ctx.gateway_base
+def _reply(ctx, out: StowOutcome, base: str | None = None) -> Response:
+    base = base or ctx.gateway_base
     body: dict = {}
     studies = {h.study_uid for h in out.accepted.values()}
     if len(studies) == 1:
@@ -534,10 +604,24 @@ def _reply(ctx, out: StowOutcome) -> Response:
             })
         body["00081199"] = {"vr": "SQ", "Value": items}
     if out.failed:
-        body["00081198"] = {"vr": "SQ", "Value": [{
-            "00081150": {"vr": "UI", "Value": [cls]} if cls else {"vr": "UI"},
-            "00081155": {"vr": "UI", "Value": [sop]} if sop else {"vr": "UI"},
-            "00081197": {"vr": "US", "Value": [reason]},
-        } for cls, sop, reason in out.failed]}
-    status = 200 if not out.failed else (202 if out.stored else 409)
+        files = {sop: list(ids) for sop, ids in out.files.items()}
+        items = []
+        for cls, sop, reason in out.failed:
+            item = {
+                "00081150": {"vr": "UI", "Value": [cls]} if cls else {"vr": "UI"},
+                "00081155": {"vr": "UI", "Value": [sop]} if sop else {"vr": "UI"},
+                "00081197": {"vr": "US", "Value": [reason]},
+            }
+            if reason == INVALID_ATTRIBUTE:
+                item["00001005"] = {"vr": "LO", "Value": CHECKED_TAGS}
+            if files.get(sop):  # KHEOPS: the file ids of a SOP UID, in order, one per failure
+                item["00041500"] = {"vr": "CS", "Value": [files[sop].pop(0)]}
+            items.append(dict(sorted(item.items())))
+        body["00081198"] = {"vr": "SQ", "Value": items}
+    if out.other:
+        body["0008119A"] = {"vr": "SQ", "Value": [
+            {"00041500": {"vr": "CS", "Value": [fid]}, "00081197": {"vr": "US", "Value": [PROCESSING_FAILURE]}}
+            if fid else {"00081197": {"vr": "US", "Value": [PROCESSING_FAILURE]}} for fid in out.other]}
+    failed = out.failed or out.other
+    status = 200 if not failed else (202 if out.stored else 409)
     return Response(json.dumps(body), status_code=status, media_type="application/dicom+json")

@@ -3,8 +3,10 @@
 Two invariants, checked on every request ``Pacs`` sends (``check_request``), whatever handler built it:
 
 1. **Only validated parts.** The path must parse under the DICOMweb grammar below (UIDs, frame lists, bulk-data
-   tag paths and a fixed set of suffixes): no dot or empty segment, no percent sign, nothing Orthanc's own REST
-   API (``/system``, ``/patients``, ``/changes``) could answer. Every header value is free of control characters
+   tag paths and a fixed set of suffixes: ``metadata``, ``rendered``, ``thumbnail`` on a study, series or
+   instance; ``rendered`` and ``thumbnail`` on a frame list; ``bulk/<tag path>`` on an instance): no dot or
+   empty segment, no percent sign, nothing Orthanc's own REST API (``/system``, ``/patients``, ``/changes``)
+   could answer. Every header value is free of control characters
    (the raw relay's head is written by h11's strict grammar as well, see passthrough.py), and the Accept value is
    a media-range list that parses (``media_ranges``). Query keys are attribute keywords, tags or DICOMweb
    parameters; values carry no control characters.
@@ -117,8 +119,8 @@ def parse_path(path: str) -> Target:
             raise ValueError("malformed frame list")
         if len(rest) == 2:
             return Target(study, series, sop, "frames")
-        if rest[2] == "rendered":
-            return Target(study, series, sop, "rendered")
+        if rest[2] in ("rendered", "thumbnail"):  # a frame's thumbnail: a viewing answer, like rendered
+            return Target(study, series, sop, rest[2])
         raise ValueError("unknown frame resource")
     if rest[0] == "bulk" and len(rest) >= 2:
         if BULK_RE.fullmatch("/".join(rest[1:])) is None:
@@ -147,13 +149,13 @@ def media_ranges(value: str) -> str:
     token or quoted-string values); returned unchanged. Raises 400 on anything else."""
     if len(value) > MAX_ACCEPT:
         raise ApiError(400, "Accept value too long")
-    ranges = _split_ranges(value)
+    ranges = split_ranges(value)
     if not ranges or any(_RANGE_RE.fullmatch(r) is None for r in ranges):
         raise ApiError(400, "malformed Accept value")
     return value
 
 
-def _split_ranges(value: str) -> list[str]:
+def split_ranges(value: str) -> list[str]:
     """Split on commas outside quoted strings (a transfer-syntax list may sit in quotes)."""
     out, cur, quoted, escaped = [], [], False, False
     for ch in value:

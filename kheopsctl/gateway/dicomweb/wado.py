@@ -63,15 +63,27 @@ async def proxy(pacs: Pacs, path: str, *, accept: str, params=None, rewrite: Url
                              background=BackgroundTask(resp.aclose))
 
 
-async def proxy_fast(pacs: Pacs, path: str, *, accept: str, params=None) -> StreamingResponse:
-    """``proxy`` for large bodies: the raw HTTP/1.0 passthrough (no HTTP parser on the body, no copies)."""
+async def proxy_fast(pacs: Pacs, path: str, *, accept: str, params=None,
+                     rewrite: UrlRewriter | None = None) -> StreamingResponse:
+    """``proxy`` through the raw HTTP/1.0 passthrough (no HTTP parser on the body, no copies, keep-alive
+    connections): every retrieve, large or small."""
     resp = await pacs.open_raw(path, params=params, headers={"Accept": accept})
     if resp.status_code >= 400:
         resp.close()
         raise upstream_status_error(resp.status_code)
     headers = {k: resp.headers[k] for k in PASS_HEADERS if k in resp.headers}
-    return StreamingResponse(resp.body(), status_code=resp.status_code, headers=headers,
+    body: AsyncIterator[bytes] = resp.body()
+    if rewrite is not None:
+        headers.pop("content-length", None)
+        body = rewrite.rewrite(_as_bytes(body))
+    return StreamingResponse(body, status_code=resp.status_code, headers=headers,
                              background=BackgroundTask(resp.aclose))
+
+
+async def _as_bytes(chunks: AsyncIterator[memoryview]) -> AsyncIterator[bytes]:
+    """The relay's views as bytes, for a rewriter that searches them (its regular expressions need bytes)."""
+    async for chunk in chunks:
+        yield bytes(chunk)
 
 
 async def prefetched(openers: list[Callable[[], Awaitable[httpx.Response]]]) -> AsyncIterator[httpx.Response]:
@@ -196,3 +208,55 @@ async def _array_items(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         tail = tail[:-1]
     if tail.strip():
         yield tail
+
+
+async def series_bulk(pacs: Pacs, study_uid: str, series_uid: str, sop_uids: list[str], tag_path: str,
+                      accept: str) -> StreamingResponse:
+    """``/series/{series}/bulkdata/{tag}``: that value of each instance of the series, in one multipart answer
+    (the PACS is asked per instance, at its own ``/instances/{sop}/bulk/{tag}``). Instances without the value
+    are left out; none has it: 404."""
+    def opener(sop):
+        return lambda: pacs.open("GET", f"/studies/{study_uid}/series/{series_uid}/instances/{sop}/bulk/{tag_path}",
+                                 headers={"Accept": accept})
+
+    rest = list(sop_uids)
+    first = None
+    while rest and first is None:  # the first instance that has the value decides the status
+        resp = await opener(rest.pop(0))()
+        if resp.status_code < 400:
+            first = resp
+        else:
+            await resp.aclose()
+            if resp.status_code != 404:
+                raise upstream_status_error(resp.status_code)
+    if first is None:
+        raise upstream_status_error(404)
+
+    async def first_opener():
+        return first
+
+    boundary = new_boundary()
+    wanted = related_type(accept) or "application/octet-stream"
+
+    async def body() -> AsyncIterator[bytes]:
+        first_part = True
+        async for resp in prefetched([first_opener] + [opener(s) for s in rest]):
+            if resp.status_code >= 400:
+                continue
+            ct = resp.headers.get("content-type", "")
+            if not ct.lower().startswith("multipart/"):  # a single value, not framed
+                yield part_head(boundary, ct or wanted, first_part)
+                first_part = False
+                async for chunk in body_chunks(resp):
+                    yield chunk
+                continue
+            reader = MultipartReader(body_chunks(resp), boundary_of(ct))
+            async for part in reader.parts():
+                yield part_head(boundary, part.content_type or wanted, first_part)
+                first_part = False
+                async for chunk in part.chunks():
+                    yield chunk
+        yield closing(boundary) if not first_part else f"--{boundary}--\r\n".encode()
+
+    return StreamingResponse(body(), headers={
+        "Content-Type": f'multipart/related; type="{wanted}"; boundary={boundary}'})

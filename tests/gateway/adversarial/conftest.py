@@ -63,6 +63,22 @@ PUBLIC = {
     ("/health/live", "GET"): "liveness: {'status': 'ok'}",
     ("/health/ready", "GET"): "readiness: database and PACS up/down, no data",
     ("/api/openapi.json", "GET"): "the REST API's description (auth.PUBLIC_PATHS)",
+    # the web application (kheopsctl/gateway/web): without a session every page is the sign-in page, holding no
+    # data (what a signed-in user sees comes from /api, attacked above); the static files are the same for all
+    ("/", "GET"): "web: the inbox page, or the sign-in page without a session",
+    ("/albums", "GET"): "web: the albums page, or the sign-in page without a session",
+    ("/albums/{album}", "GET"): "web: an album's page (its data comes from /api), or the sign-in page",
+    ("/upload", "GET"): "web: the upload page (it STOWs through /api), or the sign-in page",
+    **{(f"/assets/{name}", "GET"): "web: a static file of the web application" for name in (
+        "albums.js", "api.js", "app.css", "dicom.js", "studies.js", "upload.js")},
+}
+# The web application's login flow (kheopsctl/gateway/web/flow.py) answers redirects, so neither the matrix (it
+# speaks /api) nor the public-route check (200 expected) fits it: tests/gateway/web/test_flow_adversarial.py
+# attacks each of these (forged state, foreign login cookie, open redirect, cross-origin and CSRF-less logout).
+WEB_FLOW = {
+    ("/login", "GET"): "web: starts a login (303 to Keycloak; state, PKCE and nonce in a sealed cookie)",
+    ("/auth/callback", "GET"): "web: completes a login started in the same browser",
+    ("/logout", "POST"): "web: same-origin POST with the session's CSRF token",
 }
 
 # ---- credentials --------------------------------------------------------------------------------------------
@@ -222,10 +238,10 @@ def world(dw, oidc, api, pg) -> World:
     album = _album(victim, **off)
     assert victim.client.put(f"/albums/{album}/users/{member.sub}").status_code == 201
     for s in (study, graft_study):
-        assert victim.client.put(f"/studies/{s.study_uid}/albums/{album}").status_code == 204
+        assert victim.client.put(f"/studies/{s.study_uid}/albums/{album}").status_code == 201
     solo_album = _album(victim)
     link_album = _album(victim)
-    assert victim.client.put(f"/studies/{link_study.study_uid}/albums/{link_album}").status_code == 204
+    assert victim.client.put(f"/studies/{link_study.study_uid}/albums/{link_album}").status_code == 201
     other_album = _album(other)
     member_album = _album(member)
 
@@ -409,7 +425,8 @@ class Attack:
 
     ``kind``: ``read`` / ``write`` (refused: 401, 403 or 404), ``download`` (also exactly 403 for READERS),
     ``stow`` (refused: 401, 403, 404 or 409, STOW's "every part refused" reply), ``listing`` (a collection of
-    the caller's own things: 2xx allowed if nothing of the victim's is in it).
+    the caller's own things: 2xx allowed if nothing of the victim's is in it), ``token`` (the RFC 8693 token
+    endpoint: refused also with its 400 error JSON).
     ``legit``: credential kinds for which this is not an attack, and why. A legitimate GET is still sent
     (no 5xx, nothing changes); a legitimate write is not sent (it is the credential's own right).
     ``only``: the credential kinds this variant is meant for (default: all).
@@ -538,6 +555,11 @@ ROUTES: dict[tuple[str, str], list[Attack]] = {
     ("/api/capabilities/{id}/revoke", "POST"): [Attack("victim's", "write", lambda w, c: {"id": w.capability_id})],
     ("/api/token/introspect", "POST"): [Attack("unknown token", "listing",
                                                form=lambda w, c: {"token": "adv-unknown-" + w.album})],
+    # RFC 8693: the credential is the form's subject_token (the Authorization header is not judged)
+    ("/api/token", "POST"): [Attack("a viewer token for the victim's study", "token", form=lambda w, c: {
+        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+        "subject_token_type": "urn:ietf:params:oauth:token-type:access_token", "scope": "viewer read",
+        "studyUID": w.st, **({"subject_token": c.token} if c.token else {})}, legit=VISIBLE)],
     ("/api/users", "GET"): [
         Attack("victim album membership", "read",
                query=lambda w, c: {"album": w.album, "reference": w.member.sub}, legit=VISIBLE),
@@ -575,6 +597,11 @@ ROUTES: dict[tuple[str, str], list[Attack]] = {
     (_S + "/users/{user}", "PUT"): [Attack("send to the other user", "write",
                                            lambda w, c: {"study": w.st, "user": w.other.sub}, query=_from_va,
                                            legit=OWN_WRITE)],
+    (_S + "/comments", "GET"): [Attack("the victim study's comments", "read", _st, legit=VISIBLE)],
+    (_S + "/comments", "POST"): [Attack("comment on the victim's study", "write", _st,
+                                        form=lambda w, c: {"comment": "attack"},
+                                        legit={**OWN_WRITE,
+                                               "readonly_member": "whoever sees a study may comment on it (KHEOPS)"})],
     (_S + "/favorites", "PUT"): [Attack("favorite in VA", "write", _st, query=_from_va, legit={
         **OWN_WRITE, "readonly_member": "a member (OIDC, write-capable) marks favourites in its album"})],
     (_S + "/favorites", "DELETE"): [Attack("unfavorite in VA", "write", _st, query=_from_va, legit={
@@ -610,6 +637,19 @@ ROUTES: dict[tuple[str, str], list[Attack]] = {
                                                        legit=VISIBLE)],
     (_I + "/bulk/{rest:path}", "GET"): [Attack("pixel data", "download",
                                                lambda w, c: {**_sop(w, c), "rest": "7fe00010"})],
+    # ---- DICOMweb: KHEOPS's names (issue 10): bulkdata, frame thumbnails, the OHIF launch
+    (_I + "/bulkdata/{rest:path}", "GET"): [Attack("pixel data", "download",
+                                                   lambda w, c: {**_sop(w, c), "rest": "7fe00010"})],
+    (_SE + "/bulkdata/{rest:path}", "GET"): [Attack("every instance's pixel data", "download",
+                                                    lambda w, c: {**_se(w, c), "rest": "7FE00010"})],
+    (_I + "/frames/{frames}/thumbnail", "GET"): [Attack("frame 1", "read", lambda w, c: {**_sop(w, c), "frames": "1"},
+                                                        legit=VISIBLE)],
+    (_S + "/ohifmetadata", "GET"): [
+        Attack("OHIF study JSON", "read", _st, legit=VISIBLE),
+        Attack("OHIF study JSON, the victim's album first", "read", _st,
+               query=lambda w, c: {"album": w.album, "firstseries": w.se}, legit=VISIBLE),
+    ],
+    ("/api/ohifservermetadata", "GET"): [Attack("OHIF server configuration (URLs only)", "listing")],
     # ---- DICOMweb: WADO-URI, PACS echo
     ("/api/wado", "GET"): [Attack("application/dicom", "download", query=_wado("application/dicom")),
                            Attack("rendered", "read", query=_wado(None), legit=VISIBLE)],
@@ -618,7 +658,9 @@ ROUTES: dict[tuple[str, str], list[Attack]] = {
 
 # Replies that mean "refused" for each kind of attack
 REFUSED = {"read": {401, 403, 404}, "write": {401, 403, 404}, "download": {401, 403, 404},
-           "listing": {401, 403, 404}, "stow": {401, 403, 404, 409}}
+           "listing": {401, 403, 404}, "stow": {401, 403, 404, 409},
+           # a token endpoint refuses with RFC 6749 §5.2 JSON: 400 invalid_grant / invalid_request
+           "token": {400, 401, 403, 404}}
 
 
 def fill(template: str, params: Mapping[str, str]) -> str:

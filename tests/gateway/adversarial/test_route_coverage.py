@@ -8,8 +8,8 @@ settings, never started.
 from __future__ import annotations
 
 from kheopsctl.gateway.app import create_app
-from tests.gateway.adversarial.conftest import (CREDENTIALS, PUBLIC, READERS, ROUTES, STRANGERS, Attack, cases,
-                                                route_inventory, slots)
+from tests.gateway.adversarial.conftest import (CREDENTIALS, PUBLIC, READERS, ROUTES, STRANGERS, WEB_FLOW, Attack,
+                                                cases, route_inventory, slots)
 
 
 def _inventory(dw):
@@ -18,7 +18,7 @@ def _inventory(dw):
 
 def test_every_route_is_in_the_table_and_no_entry_is_stale(dw):
     served = _inventory(dw)
-    listed = set(ROUTES) | set(PUBLIC)
+    listed = set(ROUTES) | set(PUBLIC) | set(WEB_FLOW)
     assert not ROUTES.keys() & PUBLIC.keys(), "a route is both attacked and public"
     missing = sorted(served - listed)
     stale = sorted(listed - served)
@@ -39,7 +39,7 @@ def test_every_entry_fills_every_path_slot_and_is_attacked_by_every_stranger(wor
     for (path, method), attacks in ROUTES.items():
         assert attacks, (path, method)
         for a in attacks:
-            assert isinstance(a, Attack) and a.kind in ("read", "write", "download", "stow", "listing")
+            assert isinstance(a, Attack) and a.kind in ("read", "write", "download", "stow", "listing", "token")
             assert set(a.legit) <= set(READERS) | {"writeonly_token", "other_user"}, (path, a.name)
             assert not (a.only and a.legit), (path, a.name)
             for kind in CREDENTIALS:

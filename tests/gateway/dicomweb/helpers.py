@@ -49,6 +49,8 @@ def capability(user, *, scope_type="user", album=None, **perms) -> str:
         form["album"] = album
     for p in ("read", "write", "appropriate", "download"):
         form[f"{p}_permission"] = "true" if perms.get(p) else "false"
+    if scope_type == "user":
+        form["restricted"] = "true"  # narrowed to these flags (a KHEOPS-style personal token acts as its user)
     r = user.client.post("/capabilities", data=form)
     assert r.status_code == 201, r.text
     return r.json()["secret"]

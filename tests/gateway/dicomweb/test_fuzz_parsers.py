@@ -14,6 +14,7 @@ examples, so CI always runs the same cases within a fixed budget (well under a m
 from __future__ import annotations
 
 import asyncio
+import io
 import signal
 import tracemalloc
 import uuid
@@ -25,6 +26,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from kheopsctl.gateway.dicomweb import dicomjson
 from kheopsctl.gateway.dicomweb.dicomheader import HeaderError, parse_header, read_checked_header
 from kheopsctl.gateway.dicomweb.elements import ElementError, Scanner, scan_bytes
 from kheopsctl.gateway.dicomweb.multipart import MAX_HEADER_BYTES, MultipartError, MultipartReader
@@ -35,6 +37,9 @@ CORPUS = Path(__file__).parent / "corpus"
 SEEDS = {p.name: p.read_bytes() for p in sorted(CORPUS.iterdir()) if p.is_file()}
 DICOM_SEEDS = [b for n, b in SEEDS.items() if n.endswith(".dcm")]
 MULTIPART_SEED = SEEDS["stow_two_parts.multipart"]
+# a DICOM JSON STOW as the KHEOPS UI sends it (a JPEG), boundary ``seed-boundary``; UIDs under SEED_JSON_ROOT
+JSON_SEED = SEEDS["stow_dicom_json.multipart"]
+SEED_JSON_ROOT = "1.2.826.0.1.3680043.8.498.901"
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -287,9 +292,149 @@ def test_mutated_stow_bodies_through_the_gateway(fuzz_client, orthanc, pg, case)
             stored = len(reply.get("00081199", {}).get("Value", []))
             failed = reply.get("00081198", {}).get("Value", [])
             assert (r.status_code == 200) == (not failed) and (r.status_code == 409) == (stored == 0)
-            assert all(value(i, "00081197") in (0xC000, 0x0110, 0xA900) for i in failed)
+            assert all(value(i, "00081197") in (0xC000, 0x0110, 0x0124, 0x0106, 0xA900) for i in failed)
         else:
             assert 400 <= r.status_code < 500
         after = orthanc.snapshot()
         assert after[1] - before[1] == stored, "the PACS changed by something else than the stored instances"
         assert db.execute("SELECT count(*) FROM instances").fetchone()[0] - rows_before == stored
+
+
+# ---- DICOM JSON STOW (issue 10): the assembly of metadata and bulk parts into Part-10 files ------------------
+
+async def walk_stream(chunks) -> str:
+    s = Scanner()
+    try:
+        async for c in chunks:
+            s.feed(c)
+        s.end()
+    except ElementError:
+        return "refused"
+    return "ok"
+
+
+async def assemble(chunks: list[bytes], boundary: bytes = b"seed-boundary"):
+    """The JSON STOW path without the PACS: (the element walk's verdict on each built file, the assembler)."""
+    asm = dicomjson.Assembler()
+    verdicts = []
+    try:
+        reader = MultipartReader(agen(chunks), boundary)
+        async for part in reader.parts():
+            if dicomjson.media_type(part.content_type) == "application/dicom+json":
+                ready = await asm.metadata(part)
+            else:
+                ready = await asm.bulk_part(part)
+            for built, pending in ready:
+                verdicts.append(await walk_stream(built.chunks()))
+                asm.release(built, pending)
+        asm.finish()
+    finally:
+        asm.close()
+    return verdicts, asm
+
+
+def test_the_json_seed_builds_one_file_the_walk_and_pydicom_accept():
+    verdicts, asm = asyncio.run(assemble([JSON_SEED]))
+    assert verdicts == ["ok"] and not asm.refused and asm.unusable == 0
+
+
+@FUZZ
+@given(data=mutated([JSON_SEED], header_bias=1400), cuts=st.lists(st.integers(0, 1 << 12), max_size=6))
+def test_dicom_json_assembly_refuses_cleanly(data, cuts):
+    """Mutated metadata and bulk parts: each data set is built (and then walked like any part) or refused,
+    never another exception; the verdicts do not depend on chunking."""
+    with time_limit(3):
+        try:
+            whole = asyncio.run(assemble([data]))
+        except MultipartError:
+            whole = None
+        try:
+            split = asyncio.run(assemble(chunked(data, cuts)))
+        except MultipartError:
+            split = None
+    if whole is None:
+        assert split is None
+        return
+    event(f"built {whole[0]} refused {len(whole[1].refused)}")
+    assert split is not None and split[0] == whole[0] and split[1].refused == whole[1].refused
+
+
+def test_dicom_json_assembly_memory_is_bounded():
+    """A 48 MiB bulk part: spooled to disk past ``SPOOL_BYTES``, built into a spool, read back in chunks."""
+    head, _, _ = JSON_SEED.partition(b"\xff\xd8")
+    jpeg = JSON_SEED[len(head):JSON_SEED.rindex(b"\r\n--seed-boundary--")]
+    block = bytes(1 << 20)
+    chunks = [head, jpeg] + [block] * 48 + [b"\r\n--seed-boundary--"]
+    tracemalloc.start()
+    try:
+        verdicts, _ = asyncio.run(assemble(chunks))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert verdicts == ["ok"]
+    assert peak < 12 * (1 << 20), peak
+
+
+@st.composite
+def hostile_json_body(draw):
+    """The JSON seed with fresh UIDs of fixed length, then broken in one way (or left whole)."""
+    body = JSON_SEED
+    for n in (3, 2, 1):  # longest suffix first: .3 / .2 / .1 of the seed root
+        body = body.replace(f"{SEED_JSON_ROOT}.{n}".encode(), fixed_length_uid().encode())
+    kind = draw(st.sampled_from(["whole", "mutate", "mutate", "truncate"]))
+    if kind == "mutate":
+        body = draw(mutated([body], header_bias=1400))
+    elif kind == "truncate":
+        body = body[:draw(st.integers(0, len(body) - 1))]
+    return body, 'multipart/related; type="application/dicom+json"; boundary=seed-boundary'
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                 HealthCheck.data_too_large])
+@given(case=hostile_json_body())
+def test_mutated_dicom_json_stow_bodies_through_the_gateway(fuzz_client, orthanc, pg, case):
+    body, ct = case
+    with psycopg.connect(pg.service.conninfo, autocommit=True) as db:
+        rows_before = db.execute("SELECT count(*) FROM instances").fetchone()[0]
+        before = orthanc.snapshot()
+        r = fuzz_client.post("/studies", content=body, headers={"Content-Type": ct, "Accept": "application/dicom+json"},
+                             timeout=30)
+        assert r.status_code < 500, (r.status_code, r.text)
+        event(f"status {r.status_code}")
+        stored = 0
+        if r.status_code in (200, 202, 409):
+            reply = r.json()
+            stored = len(reply.get("00081199", {}).get("Value", []))
+            failed = reply.get("00081198", {}).get("Value", []) + reply.get("0008119A", {}).get("Value", [])
+            assert (r.status_code == 200) == (not failed) and (r.status_code == 409) == (stored == 0)
+            assert all(value(i, "00081197") in (0xC000, 0x0110, 0x0124, 0x0106, 0xA900) for i in failed)
+        else:
+            assert 400 <= r.status_code < 500
+        after = orthanc.snapshot()
+        assert after[1] - before[1] == stored, "the PACS changed by something else than the stored instances"
+        assert db.execute("SELECT count(*) FROM instances").fetchone()[0] - rows_before == stored
+
+
+def _box(kind: bytes, payload: bytes) -> bytes:
+    return (8 + len(payload)).to_bytes(4, "big") + kind + payload
+
+
+MP4_SEED = (_box(b"ftyp", b"mp42\x00\x00\x00\x00") + _box(b"mdat", bytes(64)) + _box(b"moov", _box(b"trak",
+            _box(b"tkhd", bytes(76) + (32 << 16).to_bytes(4, "big") + (16 << 16).to_bytes(4, "big"))
+            + _box(b"mdia", _box(b"mdhd", bytes(12) + (600).to_bytes(4, "big") + (1200).to_bytes(4, "big") + bytes(4))
+                   + _box(b"hdlr", bytes(8) + b"vide" + bytes(12))
+                   + _box(b"minf", _box(b"stbl", _box(b"stsz", bytes(8) + (24).to_bytes(4, "big"))))))))
+
+
+def test_mp4_seed_reads():
+    assert dicomjson.mp4_video(io.BytesIO(MP4_SEED), len(MP4_SEED)) == (16, 32, 24, 2000 / 24)
+
+
+@FUZZ
+@given(data=st.one_of(mutated([MP4_SEED], header_bias=len(MP4_SEED)), st.binary(max_size=512)))
+def test_mp4_reader_never_fails_or_hangs(data):
+    """The video's box walk (a client's bytes): a tuple or None, bounded in time, whatever the lengths say."""
+    with time_limit(2):
+        found = dicomjson.mp4_video(io.BytesIO(data), len(data))
+    assert found is None or (len(found) == 4 and all(v > 0 for v in found[:3]))

@@ -36,7 +36,7 @@ def test_flag_download_series(shared):
 
 def test_flag_send_series(shared, dwuser):
     _, bob, albums = shared("sendSeries")
-    for value, expected in (("true", 204), ("false", 403)):
+    for value, expected in (("true", 201), ("false", 403)):
         album, study = albums[value]
         assert bob.client.put(f"/studies/{study.study_uid}", params={"album": album}).status_code == expected
 
@@ -87,7 +87,7 @@ def test_capability_appropriate(owner, api, dw, dwuser):
     album = create_album(alice)
     ok = _client(api, dw, alice, read=True, appropriate=True)
     assert ok.put(f"/studies/{study.study_uid}/albums/{album}").status_code == 403  # adding needs write too
-    assert ok.put(f"/studies/{study.study_uid}/users/{dwuser('bob').sub}").status_code == 204
+    assert ok.put(f"/studies/{study.study_uid}/users/{dwuser('bob').sub}").status_code == 201
     no = _client(api, dw, alice, read=True, write=True)
     assert no.put(f"/studies/{study.study_uid}/users/{dwuser('carol').sub}").status_code == 403
 

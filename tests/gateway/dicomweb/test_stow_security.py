@@ -6,6 +6,7 @@ Each attack is refused and the PACS (Orthanc, asked directly) and the index are 
 from __future__ import annotations
 
 import io
+import json
 
 import httpx
 import psycopg
@@ -66,7 +67,7 @@ def test_read_only_member_cannot_add_to_an_existing_series(dwuser, orthanc, db):
     for dest in (None, album):  # his inbox (has the add right) / the album (has not)
         r = stow_through(bob.client, victim, album=dest, parts=[forged])
         if dest is None:
-            assert r.status_code == 409 and reasons(r) == [0x0110], r.text
+            assert r.status_code == 409 and reasons(r) == [0x0124], r.text
         else:
             assert r.status_code == 403
     assert orthanc.snapshot() == before and index_rows(db, se) == rows
@@ -84,7 +85,7 @@ def test_add_right_in_the_album_where_the_series_sits(dwuser, orthanc):
     se = study.series[0].series_uid
     # into his inbox: that would appropriate the series without the send right -> refused
     r = stow_through(bob.client, study, parts=[new_instance(study)])
-    assert r.status_code == 409 and reasons(r) == [0x0110]
+    assert r.status_code == 409 and reasons(r) == [0x0124]
     # into the album, where he may add: accepted, the series grows
     extra = new_instance(study)
     r = stow_through(bob.client, study, album=album, parts=[extra])
@@ -203,7 +204,7 @@ def test_sop_uid_of_another_study_is_refused(dwuser, orthanc, db):
     own = make_study(series=("CT",), instances_per_series=1)
     stolen = new_instance(own, sop=sop)
     r = stow_through(eve.client, own, parts=[stolen])
-    assert r.status_code == 409 and reasons(r) == [0x0110], r.text
+    assert r.status_code == 409 and reasons(r) == [0x0124], r.text
     assert orthanc.snapshot() == before
     assert _victim_reads(alice.client, victim) == [200, 200, 200]
     assert db.execute("SELECT count(*) FROM series WHERE study_uid = %s", (own.study_uid,)).fetchone()[0] == 0
@@ -211,7 +212,7 @@ def test_sop_uid_of_another_study_is_refused(dwuser, orthanc, db):
     mine = make_study(series=("CT", "MR"), instances_per_series=1)
     dup = new_instance(mine, series_uid=mine.series[1].series_uid, sop=mine.series[0].sop_uids[0], modality="MR")
     r = stow_through(eve.client, mine, parts=[mine.series[0].instances[0][1], dup])
-    assert r.status_code == 202 and reasons(r) == [0x0110]
+    assert r.status_code == 202 and reasons(r) == [0x0124]
     assert pacs_instances(orthanc, mine.study_uid) == {mine.series[0].sop_uids[0]}
 
 
@@ -231,7 +232,7 @@ def test_sop_uid_known_only_to_the_pacs_is_refused(dwuser, orthanc, db):
     own = make_study(series=("CT",), instances_per_series=1)
     parts = [new_instance(own, sop=victim.series[0].sop_uids[1]), new_instance(own, sop=orphan.series[0].sop_uids[0])]
     r = stow_through(eve.client, own, parts=parts)
-    assert r.status_code == 409 and reasons(r) == [0x0110, 0x0110], r.text
+    assert r.status_code == 409 and reasons(r) == [0x0124, 0x0124], r.text
     assert orthanc.snapshot() == before
     # alice adds to her series: the series is backfilled from the PACS on the way
     extra = new_instance(victim)
@@ -311,8 +312,8 @@ def test_write_only_tokens_can_stow(dwuser, api, dw, orthanc, db):
         assert stow_through(album_token, make_study(series=("CT",), instances_per_series=1),
                             album=dest).status_code == 404
     assert orthanc.snapshot() == before
-    # a token with neither read nor write on a user scope: refused
-    none = api(capability(alice, appropriate=True), base_url=dw)
+    # a token with neither read nor write on a user scope (restricted; appropriate needs read since issue 10)
+    none = api(capability(alice), base_url=dw)
     assert stow_through(none, make_study(series=("CT",), instances_per_series=1)).status_code == 403
 
 
@@ -345,3 +346,71 @@ def test_many_parts_and_a_large_part(dwuser, orthanc, db):
     assert after[1] == before[1] + 2 and bad_sop not in pacs_instances(orthanc, study.study_uid)
     assert index_rows(db, study.series[0].series_uid) == rows | {parse_header(first).sop_uid,
                                                                  parse_header(last).sop_uid}
+
+
+# ---- DICOM JSON STOW (issue 10): a built file is held to every rule above ---------------------------------------
+
+def json_stow(client, datasets: list[dict], bulk: dict[str, tuple[str, bytes]]) -> httpx.Response:
+    """``multipart/related; type="application/dicom+json"``: one metadata part, then the bulk parts (URI ->
+    (content type, bytes))."""
+    b = "json-boundary"
+    body = f"--{b}\r\nContent-Type: application/dicom+json\r\n\r\n{json.dumps(datasets)}".encode()
+    for uri, (ct, data) in bulk.items():
+        body += f"\r\n--{b}\r\nContent-Type: {ct}\r\nContent-Location: {uri}\r\n\r\n".encode() + data
+    body += f"\r\n--{b}--\r\n".encode()
+    return client.post("/studies", content=body, headers={
+        "Content-Type": f'multipart/related; type="application/dicom+json"; boundary={b}', **JSON})
+
+
+def json_dataset(study_uid, series_uid, sop_uid, patient_id, **extra) -> dict:
+    ds = {"00080016": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.104.1"]},
+          "00080018": {"vr": "UI", "Value": [sop_uid]}, "00080060": {"vr": "CS", "Value": ["DOC"]},
+          "00100020": {"vr": "LO", "Value": [patient_id]}, "0020000D": {"vr": "UI", "Value": [study_uid]},
+          "0020000E": {"vr": "UI", "Value": [series_uid]},
+          "00420011": {"vr": "OB", "BulkDataURI": f"urn:pdf:{sop_uid}"}}
+    ds.update(extra)
+    return ds
+
+
+PDF_BYTES = b"%PDF-1.4\n%%EOF\n"
+
+
+def test_dicom_json_cannot_graft_or_reuse_uids(dwuser, orthanc, db):
+    alice, eve = dwuser("alice"), dwuser("eve")
+    victim = make_study(series=("CT",), instances_per_series=1)
+    assert stow_through(alice.client, victim).status_code == 200
+    se, sop = victim.series[0].series_uid, victim.series[0].sop_uids[0]
+    before, rows = orthanc.snapshot(), index_rows(db, se)
+    own = make_study(series=("CT",), instances_per_series=1)
+    attacks = [
+        # into the victim's series, and into a new series of the victim's study
+        json_dataset(victim.study_uid, se, generate_uid(), victim.patient_id),
+        json_dataset(victim.study_uid, generate_uid(), generate_uid(), victim.patient_id),
+        # the victim's SOP Instance UID, in Eve's own new study
+        json_dataset(own.study_uid, generate_uid(), sop, "PID-EVE"),
+    ]
+    for ds in attacks:
+        uri = ds["00420011"]["BulkDataURI"]
+        r = json_stow(eve.client, [ds], {uri: ("application/pdf", PDF_BYTES)})
+        assert r.status_code == 409 and reasons(r) == [0x0124], r.text
+    # file meta or command elements smuggled into the data set: the strict walk refuses the built file
+    smuggled = json_dataset(own.study_uid, generate_uid(), generate_uid(), "PID-EVE",
+                            **{"00020010": {"vr": "UI", "Value": ["1.2.840.10008.1.2"]}})
+    r = json_stow(eve.client, [smuggled], {smuggled["00420011"]["BulkDataURI"]: ("application/pdf", PDF_BYTES)})
+    assert r.status_code == 409 and reasons(r) == [0xC000], r.text
+    assert orthanc.snapshot() == before and index_rows(db, se) == rows
+    assert pacs_instances(orthanc, victim.study_uid) == {sop}
+
+
+def test_dicom_json_bulk_parts_are_used_once_and_only_where_named(dwuser, orthanc):
+    alice = dwuser("alice")
+    study = make_study(series=("CT",), instances_per_series=1)
+    a = json_dataset(study.study_uid, generate_uid(), generate_uid(), study.patient_id)
+    b = json_dataset(study.study_uid, a["0020000E"]["Value"][0], generate_uid(), study.patient_id)
+    b["00420011"]["BulkDataURI"] = a["00420011"]["BulkDataURI"]  # two data sets, one bulk part: both built
+    uri = a["00420011"]["BulkDataURI"]
+    r = json_stow(alice.client, [a, b], {uri: ("application/pdf", PDF_BYTES), "urn:unused": ("text/plain", b"x")})
+    assert r.status_code == 202, r.text  # both stored; the stray part is reported
+    assert len(r.json()["00081199"]["Value"]) == 2
+    assert [value(i, "00081197") for i in r.json()["0008119A"]["Value"]] == [0x0110]
+    assert pacs_instances(orthanc, study.study_uid) == {a["00080018"]["Value"][0], b["00080018"]["Value"][0]}

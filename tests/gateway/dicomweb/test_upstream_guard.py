@@ -34,6 +34,7 @@ S, SE, I = "1.2.3", "1.2.3.4", "1.2.3.4.5"
     (f"/studies/{S}/series/{SE}/instances/{I}", "retrieve"),
     (f"/studies/{S}/series/{SE}/instances/{I}/frames/1,2,30", "frames"),
     (f"/studies/{S}/series/{SE}/instances/{I}/frames/1/rendered", "rendered"),
+    (f"/studies/{S}/series/{SE}/instances/{I}/frames/1/thumbnail", "thumbnail"),
     (f"/studies/{S}/series/{SE}/instances/{I}/bulk/7FE00010", "bulk"),
     (f"/studies/{S}/series/{SE}/instances/{I}/bulk/0040A730/1/0040A160", "bulk"),
 ])
@@ -48,6 +49,14 @@ def test_the_grammar_names_each_dicomweb_resource(path, kind):
     f"/studies/{S}/series/{SE}/instances/{I}/bulk/7FE00010/..", f"/studies/{S}/series/{SE}/instances/{I}/bulk/",
     f"/studies/{S}/series/{SE}/instances/{I}/frames/0", f"/studies/{S}/series/{SE}/instances/{I}/frames/1/x",
     "/studies/1.2.a", "/studies/" + "1." * 40 + "1", "/tools/find", f"/studies/{S}\\series",
+    # the frame thumbnail (issue 10) is a suffix of a frame list, nothing more
+    f"/studies/{S}/series/{SE}/instances/{I}/frames/0/thumbnail",
+    f"/studies/{S}/series/{SE}/instances/{I}/frames/1/thumbnail/x",
+    f"/studies/{S}/series/{SE}/instances/{I}/frames/thumbnail", f"/studies/{S}/series/{SE}/frames/1/thumbnail",
+    f"/studies/{S}/series/{SE}/instances/{I}/frames/1/metadata",
+    # KHEOPS's client-side names are mapped by the handlers; the PACS is only ever asked for its own names
+    f"/studies/{S}/series/{SE}/bulkdata/7FE00010", f"/studies/{S}/series/{SE}/instances/{I}/bulkdata/7FE00010",
+    f"/studies/{S}/ohifmetadata", "/ohifservermetadata",
 ])
 def test_anything_else_is_not_an_upstream_path(path):
     with pytest.raises(ValueError):
@@ -55,7 +64,8 @@ def test_anything_else_is_not_an_upstream_path(path):
 
 
 segment = st.one_of(st.sampled_from(["..", ".", "", "%2e%2e", "%2F", "studies", "series", "instances", "bulk",
-                                     "frames", "system", S, "7FE00010", "1", "\\", ";", "?"]),
+                                     "frames", "thumbnail", "bulkdata", "system", S, "7FE00010", "1", "\\", ";",
+                                     "?"]),
                     st.text(max_size=6))
 
 
@@ -98,6 +108,16 @@ def test_only_the_approved_study_and_series_reach_the_pacs():
     upstream.approve(S, {SE: True})
     _check(f"/studies/{S}/series/{SE}")
     _check(f"/studies/{S}/series/{SE}/instances/{I}/bulk/7FE00010")
+
+
+def test_a_frame_thumbnail_is_a_viewing_request_of_its_series():
+    upstream.begin()
+    upstream.approve(S, {SE: False})  # viewing only: a thumbnail needs no download right
+    _check(f"/studies/{S}/series/{SE}/instances/{I}/frames/1/thumbnail")
+    for refused in (f"/studies/{S}/series/9.9/instances/{I}/frames/1/thumbnail",
+                    f"/studies/9.9/series/{SE}/instances/{I}/frames/1/thumbnail"):
+        with pytest.raises(ApiError):
+            _check(refused)
 
 
 def test_internal_requests_keep_the_grammar():
@@ -240,7 +260,7 @@ def test_a_bulk_tail_cannot_climb_out_of_the_instance(dw, orthanc, attacker_and_
 def test_traversal_is_refused_through_share_links_and_viewer_tokens(dw, orthanc, attacker_and_victim):
     attacker, mine, victim, theirs = attacker_and_victim
     album = create_album(attacker)
-    assert attacker.client.put(f"/studies/{mine.study_uid}/albums/{album}").status_code == 204
+    assert attacker.client.put(f"/studies/{mine.study_uid}/albums/{album}").status_code == 201
     link = capability(attacker, scope_type="album", album=album, read=True, download=True)
     viewer = attacker.client.post(f"/studies/{mine.study_uid}/viewer-token", data={}).json()["access_token"]
     before = orthanc.snapshot()

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from urllib.parse import urlencode
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg
@@ -96,20 +97,44 @@ def album_of(user) -> str:
     return r.json()["album_id"]
 
 
-def add_hook(user, album: str, url: str, events: str = "new_series,new_user,remove_series,delete_album", **form):
-    return user.client.post(f"/albums/{album}/webhooks",
-                            data={"name": "pipeline", "url": url, "secret": SECRET, "events": events, **form})
+ALL_EVENTS = ("new_series", "new_user", "remove_series", "delete_album")
 
 
-def verified(delivery: dict) -> dict:
-    """The payload, after checking the signature the way a receiver must."""
+def add_hook(user, album: str, url: str, events=ALL_EVENTS, **form):
+    """KHEOPS's create form: one ``event`` field per event."""
+    fields = [("name", "pipeline"), ("url", url), ("secret", SECRET), *[("event", e) for e in events],
+              *form.items()]
+    return user.client.post(f"/albums/{album}/webhooks", content=urlencode(fields),
+                            headers={"Content-Type": "application/x-www-form-urlencoded"})
+
+
+def triggers(user, album: str, hook: str) -> list[dict]:
+    return user.client.get(f"/albums/{album}/webhooks/{hook}").json().get("triggers", [])
+
+
+def wait_trigger(user, album: str, hook: str, status: str) -> dict:
+    deadline = time.monotonic() + 10
+    while not (t := triggers(user, album, hook)) or t[0]["status"] != status:
+        assert time.monotonic() < deadline, t
+        time.sleep(0.1)
+    return t[0]
+
+
+def verified(delivery: dict, event: str | None = None) -> dict:
+    """The payload, after checking the signatures the way receivers do: KHEOPS's (hex HMAC-SHA256 of the body)
+    and ours (over ``<timestamp>.<body>``)."""
     headers = {k.lower(): v for k, v in delivery["headers"].items()}
-    signed = headers["x-kheops-timestamp"].encode() + b"." + delivery["body"]
-    expected = "sha256=" + hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
+    expected = hmac.new(SECRET.encode(), delivery["body"], hashlib.sha256).hexdigest()
     assert hmac.compare_digest(headers["x-kheops-signature"], expected)
+    signed = headers["x-kheops-timestamp"].encode() + b"." + delivery["body"]
+    timestamped = "sha256=" + hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["x-kheops-timestamp-signature"], timestamped)
     assert abs(int(headers["x-kheops-timestamp"]) - time.time()) < 60
+    assert headers["content-type"] == "application/json"
+    if event is not None:
+        assert headers["x-kheops-event"] == event
     payload = json.loads(delivery["body"])
-    assert payload["event"] == headers["x-kheops-event"] and headers["content-type"] == "application/json"
+    assert payload["host"] == "http://127.0.0.1" and payload["event_time"]  # the gateway's root_url here
     return payload
 
 
@@ -117,18 +142,31 @@ def test_admins_manage_webhooks_and_the_secret_is_never_shown(hookuser, api, hoo
     alice, bob, carol = hookuser("alice"), hookuser("bob"), hookuser("carol")
     album = album_of(alice)
     assert alice.client.put(f"/albums/{album}/users/{bob.sub}").status_code == 201
-    r = add_hook(alice, album, receiver.url, events="new_series")
+    r = add_hook(alice, album, receiver.url, events=("new_series",))
     assert r.status_code == 201, r.text
     hook = r.json()
     assert SECRET not in r.text and "secret" not in hook
-    assert hook["events"] == ["new_series"] and hook["enabled"] is True and hook["deliveries"] == []
+    assert hook == {"id": hook["id"], "url": receiver.url, "name": "pipeline", "use_secret": True,
+                    "events": ["new_series"], "enabled": True, "number_of_triggers": 0}
     assert r.headers["Location"] == f"/api/albums/{album}/webhooks/{hook['id']}"
     listed = alice.client.get(f"/albums/{album}/webhooks")
     assert [h["id"] for h in listed.json()] == [hook["id"]] and SECRET not in listed.text
     changed = alice.client.patch(f"/albums/{album}/webhooks/{hook['id']}",
-                                 data={"events": "new_user,delete_album", "enabled": "false"})
-    assert changed.status_code == 200 and changed.json()["events"] == ["delete_album", "new_user"]
+                                 data={"event": ["new_user", "delete_album"], "enabled": "false"})
+    assert changed.status_code == 200 and changed.json()["events"] == ["new_user", "delete_album"]
     assert changed.json()["enabled"] is False
+    changed = alice.client.patch(f"/albums/{album}/webhooks/{hook['id']}",
+                                 data={"add_event": "remove_series", "remove_event": "delete_album"})
+    assert changed.json()["events"] == ["remove_series", "new_user"]
+    both = alice.client.patch(f"/albums/{album}/webhooks/{hook['id']}", data={"event": "new_user",
+                                                                             "add_event": "new_series"})
+    assert both.status_code == 400
+    assert alice.client.patch(f"/albums/{album}/webhooks/{hook['id']}",
+                              data={"add_event": "new_study"}).status_code == 400
+    # the secret: removed with an empty value (use_secret false), set again
+    edit = f"/albums/{album}/webhooks/{hook['id']}"
+    assert alice.client.patch(edit, data={"secret": ""}).json()["use_secret"] is False
+    assert alice.client.patch(edit, data={"secret": SECRET}).json()["use_secret"] is True
     # who may: admins only (a member gets 403, an outsider 404), with their own token; not on an inbox
     assert bob.client.get(f"/albums/{album}/webhooks").status_code == 403
     assert add_hook(bob, album, receiver.url).status_code == 403
@@ -142,9 +180,10 @@ def test_admins_manage_webhooks_and_the_secret_is_never_shown(hookuser, api, hoo
     for url in ("ftp://example.org/x", "http://user:pw@example.org/x", "http:///nohost", "http://10.1.2.3/x",
                 "http://169.254.169.254/latest/meta-data", "not a url"):
         assert add_hook(alice, album, url).status_code == 400, url
-    assert alice.client.post(f"/albums/{album}/webhooks", data={"name": "x", "url": receiver.url, "events": "new_user",
-                                                                "secret": "short"}).status_code == 400
-    assert add_hook(alice, album, receiver.url, events="new_study").status_code == 400
+    assert alice.client.post(f"/albums/{album}/webhooks", data={"name": "x", "url": receiver.url, "event": "new_user",
+                                                                "secret": "s" * 1025}).status_code == 400
+    assert add_hook(alice, album, receiver.url, events=("new_study",)).status_code == 400
+    assert add_hook(alice, album, "http://example.org/" + "x" * 1024).status_code == 400  # KHEOPS: url <= 1024
     assert alice.client.delete(f"/albums/{album}/webhooks/{hook['id']}").status_code == 204
     assert alice.client.get(f"/albums/{album}/webhooks/{hook['id']}").status_code == 404
     mutations = [e["mutation_type"] for e in alice.client.get(f"/albums/{album}/events").json()]
@@ -156,26 +195,36 @@ def test_every_event_is_delivered_signed(hookuser, receiver):
     alice, bob = hookuser("alice"), hookuser("bob")
     album = album_of(alice)
     hook = add_hook(alice, album, receiver.url).json()
-    study = make_study(series=("CT", "MR"), instances_per_series=1)
+    study = make_study(series=("CT", "MR"), instances_per_series=2)
     assert stow_through(alice.client, study, album=album).status_code == 200
-    new_series = verified(receiver.wait_for(1)[0])
-    assert new_series["event"] == "new_series" and new_series["album"] == album
-    assert new_series["study"] == study.study_uid
-    assert sorted(new_series["series"]) == sorted(s.series_uid for s in study.series)
-    assert new_series["source"]["sub"] == alice.sub
+    new_series = verified(receiver.wait_for(1)[0], "new_series")
+    assert new_series["album_id"] == album and new_series["is_manual_trigger"] is False
+    assert new_series["import_source"] == "upload"
+    assert new_series["source"] == {"sub": alice.sub, "email": alice.email, "name": new_series["source"]["name"],
+                                    "is_admin": True}
+    updated = new_series["updated_study"]
+    assert updated["study_uid"] == study.study_uid and updated["patient_ID"] == study.patient_id
+    assert updated["retrieve_url"] == f"http://127.0.0.1/api/studies/{study.study_uid}"
+    assert sorted(s["series_uid"] for s in updated["series"]) == sorted(s.series_uid for s in study.series)
+    for s in updated["series"]:
+        assert s["number_of_series_related_instances"] == 2 and s["number_of_new_instances"] == 2
+        assert s["retrieve_url"] == f"http://127.0.0.1/api/studies/{study.study_uid}/series/{s['series_uid']}"
 
     assert alice.client.put(f"/albums/{album}/users/{bob.sub}").status_code == 201
-    new_user = verified(receiver.wait_for(2)[1])
-    assert new_user["event"] == "new_user" and new_user["user"]["sub"] == bob.sub
+    new_user = verified(receiver.wait_for(2)[1], "new_user")
+    assert new_user["new_user"]["sub"] == bob.sub and new_user["new_user"]["is_admin"] is False
 
     gone = study.series[0].series_uid
     assert alice.client.delete(f"/studies/{study.study_uid}/series/{gone}/albums/{album}").status_code == 204
-    removed = verified(receiver.wait_for(3)[2])
-    assert removed["event"] == "remove_series" and removed["series"] == [gone]
+    removed = verified(receiver.wait_for(3)[2], "remove_series")
+    assert removed["remove_all_series"] is False
+    assert [s["series_uid"] for s in removed["removed_study"]["series"]] == [gone]
+    assert "retrieve_url" in removed["removed_study"]  # part of the study stays in the album
+    assert all("retrieve_url" not in s for s in removed["removed_study"]["series"])
 
     assert alice.client.delete(f"/albums/{album}").status_code == 204
-    deleted = verified(receiver.wait_for(4)[3])
-    assert deleted["event"] == "delete_album" and deleted["name"] == "Hooks"
+    deleted = verified(receiver.wait_for(4)[3], "delete_album")
+    assert set(deleted) == {"host", "album_id", "event_time", "source", "is_manual_trigger"}
     ids = [d["headers"]["X-Kheops-Delivery"] for d in receiver.received]
     assert len(set(ids)) == 4
     assert hook["id"]
@@ -184,26 +233,28 @@ def test_every_event_is_delivered_signed(hookuser, receiver):
 def test_failures_are_retried_then_given_up(hookuser, receiver):
     alice, bob, carol = hookuser("alice"), hookuser("bob"), hookuser("carol")
     album = album_of(alice)
-    hook = add_hook(alice, album, receiver.url, events="new_user").json()
+    hook = add_hook(alice, album, receiver.url, events=("new_user",)).json()
     receiver.statuses.extend([503, 500])  # two failures, then 200
     assert alice.client.put(f"/albums/{album}/users/{bob.sub}").status_code == 201
     deliveries = receiver.wait_for(3)
     assert len({d["headers"]["X-Kheops-Delivery"] for d in deliveries}) == 1  # the same delivery, retried
+    assert [d["headers"]["X-Kheops-Attempt"] for d in deliveries] == ["1/3", "2/3", "3/3"]
+    assert len({d["body"] for d in deliveries}) == 1  # the same body every time
     assert all("Cookie" not in d["headers"] for d in deliveries)  # the receiver's cookie was not kept
-    deadline = time.monotonic() + 10
-    while (d := alice.client.get(f"/albums/{album}/webhooks/{hook['id']}").json()["deliveries"][0])["status"] != "delivered":
-        assert time.monotonic() < deadline, d
-        time.sleep(0.1)
-    assert d["attempts"] == 3 and d["last_status"] == 200
+    t = wait_trigger(alice, album, hook["id"], "delivered")
+    assert [(a["attempt"], a["status"]) for a in t["attempts"]] == [(3, 200), (2, 500), (1, 503)]
+    assert t["event"] == "new_user" and t["user"]["sub"] == bob.sub and t["is_manual_trigger"] is False
+    assert t["id"] == deliveries[0]["headers"]["X-Kheops-Delivery"]
     # always failing: given up after webhook_max_attempts (3 here)
     receiver.statuses.extend([500] * 10)
     assert alice.client.put(f"/albums/{album}/users/{carol.sub}").status_code == 201
     receiver.wait_for(6)
-    deadline = time.monotonic() + 10
-    while (d := alice.client.get(f"/albums/{album}/webhooks/{hook['id']}").json()["deliveries"][0])["status"] != "failed":
-        assert time.monotonic() < deadline, d
-        time.sleep(0.1)
-    assert d["attempts"] == 3 and d["last_status"] == 500 and d["last_error"] == "HTTP 500"
+    t = wait_trigger(alice, album, hook["id"], "failed")
+    assert [a["status"] for a in t["attempts"]] == [500, 500, 500] and t["last_error"] == "HTTP 500"
+    listed = alice.client.get(f"/albums/{album}/webhooks").json()[0]
+    assert listed["number_of_triggers"] == 2
+    assert listed["last_triggers"] == [{"id": t["id"], "status": "fail"},
+                                       {"id": deliveries[0]["headers"]["X-Kheops-Delivery"], "status": "pass"}]
     time.sleep(1)
     assert len(receiver.received) == 6  # no fourth attempt
 
@@ -212,7 +263,7 @@ def test_disabled_hooks_and_other_events_send_nothing(hookuser, receiver):
     alice, bob = hookuser("alice"), hookuser("bob")
     album = album_of(alice)
     add_hook(alice, album, receiver.url, enabled="false")
-    add_hook(alice, album, receiver.url, events="delete_album")
+    add_hook(alice, album, receiver.url, events=("delete_album",))
     assert alice.client.put(f"/albums/{album}/users/{bob.sub}").status_code == 201
     time.sleep(1.5)
     assert receiver.received == []
@@ -226,14 +277,11 @@ def test_a_name_that_resolves_to_a_private_address_is_not_called(gateway_factory
     alice, bob = users_on(gw, make_user, api, "alice", "bob")
     album = album_of(alice)
     assert add_hook(alice, album, receiver.url).status_code == 400  # a literal 127.0.0.1: refused at once
-    hook = add_hook(alice, album, receiver.url.replace("127.0.0.1", "localhost"), events="new_user").json()
+    hook = add_hook(alice, album, receiver.url.replace("127.0.0.1", "localhost"), events=("new_user",)).json()
     assert alice.client.put(f"/albums/{album}/users/{bob.sub}").status_code == 201
-    deadline = time.monotonic() + 10
-    while not (d := alice.client.get(f"/albums/{album}/webhooks/{hook['id']}").json()["deliveries"]) \
-            or d[0]["status"] != "failed":
-        assert time.monotonic() < deadline, d
-        time.sleep(0.1)
-    assert d[0]["last_error"] == "destination not allowed" and d[0]["attempts"] == 1
+    t = wait_trigger(alice, album, hook["id"], "failed")
+    assert t["last_error"] == "destination not allowed"
+    assert [(a["attempt"], a["status"]) for a in t["attempts"]] == [(1, -1)]  # -1: nothing answered
     assert receiver.received == []
 
 
@@ -277,10 +325,10 @@ def test_https_delivery_to_a_name_verifies_its_certificate(gateway_factory, orth
         alice, bob = users_on(gw, make_user, api, "alice", "bob")
         album = album_of(alice)
         url = receiver.url.replace("127.0.0.1", "localhost")
-        assert add_hook(alice, album, url, events="new_user").status_code == 201
+        assert add_hook(alice, album, url, events=("new_user",)).status_code == 201
         assert alice.client.put(f"/albums/{album}/users/{bob.sub}").status_code == 201
         delivery = receiver.wait_for(1)[0]
-        assert verified(delivery)["user"]["sub"] == bob.sub
+        assert verified(delivery, "new_user")["new_user"]["sub"] == bob.sub
         assert delivery["headers"]["Host"] == url.split("/")[2]
     finally:
         receiver.server.shutdown()
@@ -289,7 +337,7 @@ def test_https_delivery_to_a_name_verifies_its_certificate(gateway_factory, orth
 def test_finished_deliveries_are_kept_30_days(hookgw, hookuser, receiver):
     alice, bob = hookuser("alice"), hookuser("bob")
     album = album_of(alice)
-    hook = add_hook(alice, album, receiver.url, events="new_user").json()
+    hook = add_hook(alice, album, receiver.url, events=("new_user",)).json()
     assert alice.client.put(f"/albums/{album}/users/{bob.sub}").status_code == 201
     receiver.wait_for(1)
     with psycopg.connect(conninfo_of(hookgw)) as conn:
@@ -320,24 +368,77 @@ def test_an_admin_can_send_a_study_again_to_one_webhook(hookuser, receiver):
     alice, bob = hookuser("alice"), hookuser("bob")
     album = album_of(alice)
     assert alice.client.put(f"/albums/{album}/users/{bob.sub}").status_code == 201
-    hook = add_hook(alice, album, receiver.url, events="delete_album").json()  # manual sends ignore the events
-    other = add_hook(alice, album, receiver.url + "/other", events="new_series").json()
+    hook = add_hook(alice, album, receiver.url, events=("delete_album",)).json()  # manual sends ignore the events
+    other = add_hook(alice, album, receiver.url + "/other", events=("new_series",)).json()
     study = make_study(series=("CT", "MR"), instances_per_series=1)
     assert stow_through(alice.client, study, album=album).status_code == 200
     receiver.wait_for(1)  # the automatic new_series, to the other hook
-    r = alice.client.post(f"/albums/{album}/webhooks/{hook['id']}/trigger", data={"StudyInstanceUID": study.study_uid})
-    assert r.status_code == 202 and len(r.json()["deliveries"]) == 1
+    trigger = f"/albums/{album}/webhooks/{hook['id']}/trigger"
+    chosen = study.series[1].series_uid
+    form = urlencode([("event", "new_series"), ("StudyInstanceUID", study.study_uid), ("SeriesInstanceUID", chosen)])
+    r = alice.client.post(trigger, content=form, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 202 and r.content == b""
     manual = receiver.wait_for(2)[1]
     assert manual["path"] == "/hook"  # this webhook only
-    payload = verified(manual)
-    assert payload["event"] == "new_series" and payload["manual"] is True and payload["study"] == study.study_uid
-    assert sorted(payload["series"]) == sorted(s.series_uid for s in study.series)
-    trigger = f"/albums/{album}/webhooks/{hook['id']}/trigger"
+    payload = verified(manual, "new_series")
+    assert payload["is_manual_trigger"] is True and payload["import_source"] == "send"
+    assert [s["series_uid"] for s in payload["updated_study"]["series"]] == [chosen]
+    assert payload["source"]["sub"] == alice.sub and payload["source"]["is_admin"] is True
+    t = wait_trigger(alice, album, hook["id"], "delivered")
+    assert t["is_manual_trigger"] is True and t["study"]["study_uid"] == study.study_uid
+    assert [s["series_uid"] for s in t["study"]["series"]] == [chosen]
+    # new_user: a member, by sub or email
+    assert alice.client.post(trigger, data={"event": "new_user", "user": bob.email}).status_code == 202
+    assert verified(receiver.wait_for(3)[2], "new_user")["new_user"]["sub"] == bob.sub
+    # this gateway's older form: the study alone, all its series in the album
+    assert alice.client.post(trigger, data={"StudyInstanceUID": study.study_uid}).status_code == 202
+    older = verified(receiver.wait_for(4)[3], "new_series")
+    assert sorted(s["series_uid"] for s in older["updated_study"]["series"]) == sorted(
+        s.series_uid for s in study.series)
+    # refused: KHEOPS's 400s and 404s, members who are not admins
+    for bad in ({"event": "new_series", "StudyInstanceUID": study.study_uid},  # no series
+                {"event": "new_user"}, {"event": "remove_series", "StudyInstanceUID": study.study_uid},
+                {"event": "new_user", "user": bob.sub, "StudyInstanceUID": study.study_uid}, {},
+                {"StudyInstanceUID": "x"}):
+        assert alice.client.post(trigger, data=bad).status_code == 400, bad
     assert alice.client.post(trigger, data={"StudyInstanceUID": "1.2.3.4"}).status_code == 404
-    assert alice.client.post(trigger, data={"StudyInstanceUID": "x"}).status_code == 400
+    assert alice.client.post(trigger, data={"event": "new_series", "StudyInstanceUID": study.study_uid,
+                                            "SeriesInstanceUID": "1.2.3.4"}).status_code == 404
+    assert alice.client.post(trigger, data={"event": "new_user", "user": "nobody@example.org"}).status_code == 404
     assert bob.client.post(trigger, data={"StudyInstanceUID": study.study_uid}).status_code == 403
+    # as KHEOPS, a disabled webhook can still be triggered by hand
     assert alice.client.patch(f"/albums/{album}/webhooks/{hook['id']}", data={"enabled": "false"}).status_code == 200
-    assert alice.client.post(trigger, data={"StudyInstanceUID": study.study_uid}).status_code == 409
+    assert alice.client.post(trigger, data={"event": "new_user", "user": bob.sub}).status_code == 202
+    receiver.wait_for(5)
     assert "TRIGGER_WEBHOOK" in [e["mutation_type"] for e in alice.client.get(f"/albums/{album}/events").json()]
     time.sleep(0.5)
-    assert len(receiver.received) == 2 and other["id"]
+    assert len(receiver.received) == 5 and other["id"]
+
+
+def test_a_webhook_without_secret_is_delivered_unsigned(hookuser, receiver):
+    """KHEOPS: the secret is optional; without one, no signature header at all."""
+    alice, bob = hookuser("alice"), hookuser("bob")
+    album = album_of(alice)
+    r = alice.client.post(f"/albums/{album}/webhooks", content=urlencode(
+        [("name", "open"), ("url", receiver.url), ("event", "new_user")]),
+        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 201 and r.json()["use_secret"] is False
+    assert alice.client.put(f"/albums/{album}/users/{bob.sub}").status_code == 201
+    delivery = receiver.wait_for(1)[0]
+    headers = {k.lower() for k in delivery["headers"]}
+    assert not headers & {"x-kheops-signature", "x-kheops-timestamp", "x-kheops-timestamp-signature"}
+    assert json.loads(delivery["body"])["new_user"]["sub"] == bob.sub
+
+
+def test_a_change_made_with_an_album_token_names_the_token(hookuser, receiver, api, hookgw):
+    """KHEOPS's source carries capability_token {id, title} when a token made the change."""
+    alice = hookuser("alice")
+    album = album_of(alice)
+    add_hook(alice, album, receiver.url, events=("new_series",))
+    token = capability(alice, scope_type="album", album=album, read=True, write=True)
+    study = make_study(series=("CT",), instances_per_series=1)
+    assert stow_through(api(token, base_url=hookgw), study, album=album).status_code == 200
+    source = verified(receiver.wait_for(1)[0], "new_series")["source"]
+    assert source["sub"] == alice.sub and source["capability_token"]["title"] == "test token"
+    listed = alice.client.get("/capabilities").json()
+    assert source["capability_token"]["id"] in [c["id"] for c in listed]

@@ -18,44 +18,40 @@ import secrets
 import tarfile
 import time
 
-from kheopsctl.config import Settings
+import docker.errors
+
 from kheopsctl.errors import KheopsError
+from kheopsctl.site import labels
+from kheopsctl.site.installed import Site
 
 CERTS_MOUNT = "/etc/letsencrypt"
 WEBROOT_MOUNT = "/var/www/acme"
 CURRENT = "kheops/current"
 RENEWED_MARKER = f"{CERTS_MOUNT}/kheops/renewed"
-COMPOSE_PROJECT = "com.docker.compose.project"
-COMPOSE_VOLUME = "com.docker.compose.volume"
 
-
-def volume_name(settings: Settings, name: str) -> str:
-    return f"{settings.project}_{name}"
-
-
-def ensure_volume(client, settings: Settings, name: str) -> str:
-    """The compose volume ``name``, created with compose's labels when missing (so compose adopts it)."""
-    import docker.errors
-
-    full = volume_name(settings, name)
+def ensure_volume(site: Site, name: str) -> str:
+    """The compose volume ``name``, created with compose's labels and the site's id when missing (so compose
+    adopts it and it is known as this site's)."""
+    full = site.volume_name(name)
     try:
-        client.volumes.get(full)
+        site.docker.volumes.get(full)
     except docker.errors.NotFound:
-        client.volumes.create(full, labels={COMPOSE_PROJECT: settings.project, COMPOSE_VOLUME: name})
+        site.docker.volumes.create(full, labels={labels.PROJECT: site.settings.project, labels.VOLUME: name,
+                                                 labels.SITE_ID: site.site_id})
     return full
 
 
-def _helper(client, settings: Settings, command: list[str] | None = None):
-    mounts = {ensure_volume(client, settings, "certs"): {"bind": CERTS_MOUNT, "mode": "rw"},
-              ensure_volume(client, settings, "acme-webroot"): {"bind": WEBROOT_MOUNT, "mode": "rw"}}
-    return client.containers.create(
-        settings.images.nginx, command=command or ["true"], entrypoint=[], volumes=mounts,
-        name=f"{settings.project}-secure-helper-{secrets.token_hex(4)}",
-        labels={"org.kheops.role": "secure-helper"}, network_mode="none", user="0:0",
+def _helper(site: Site, command: list[str] | None = None):
+    mounts = {ensure_volume(site, "certs"): {"bind": CERTS_MOUNT, "mode": "rw"},
+              ensure_volume(site, "acme-webroot"): {"bind": WEBROOT_MOUNT, "mode": "rw"}}
+    return site.docker.containers.create(
+        site.settings.images.nginx, command=command or ["true"], entrypoint=[], volumes=mounts,
+        name=f"{site.settings.project}-secure-helper-{secrets.token_hex(4)}",
+        labels={"org.kheops.role": "secure-helper", labels.SITE_ID: site.site_id}, network_mode="none", user="0:0",
     )
 
 
-def put_files(client, settings: Settings, base: str, files: dict[str, tuple[bytes, int]],
+def put_files(site: Site, base: str, files: dict[str, tuple[bytes, int]],
               links: dict[str, str] | None = None, dirs: dict[str, int] | None = None) -> None:
     """Write ``files`` (relative path -> (content, mode)) and symlinks (path -> target) under ``base``.
 
@@ -77,7 +73,7 @@ def put_files(client, settings: Settings, base: str, files: dict[str, tuple[byte
             info = tarfile.TarInfo(path)
             info.type, info.linkname, info.mode, info.mtime = tarfile.SYMTYPE, target, 0o777, now
             tar.addfile(info)
-    container = _helper(client, settings)
+    container = _helper(site)
     try:
         if not container.put_archive(base, buf.getvalue()):
             raise KheopsError(f"could not write into the {base} volume", hint="check the Docker engine's logs")
@@ -85,9 +81,9 @@ def put_files(client, settings: Settings, base: str, files: dict[str, tuple[byte
         container.remove(force=True)
 
 
-def run_in_volumes(client, settings: Settings, script: str) -> tuple[int, bytes]:
+def run_in_volumes(site: Site, script: str) -> tuple[int, bytes]:
     """Run ``sh -c script`` with both volumes mounted; returns (exit code, output)."""
-    container = _helper(client, settings, ["/bin/sh", "-c", script])
+    container = _helper(site, ["/bin/sh", "-c", script])
     try:
         container.start()
         code = container.wait(timeout=60).get("StatusCode", 1)
@@ -96,31 +92,31 @@ def run_in_volumes(client, settings: Settings, script: str) -> tuple[int, bytes]
         container.remove(force=True)
 
 
-def read_file(client, settings: Settings, path: str) -> bytes | None:
+def read_file(site: Site, path: str) -> bytes | None:
     """Content of ``path`` (symlinks followed), or None when it does not exist."""
-    code, out = run_in_volumes(client, settings, f"test -f '{path}' && cat '{path}'")
+    code, out = run_in_volumes(site, f"test -f '{path}' && cat '{path}'")
     return out if code == 0 else None
 
 
-def point_current(client, settings: Settings, target: str) -> None:
+def point_current(site: Site, target: str) -> None:
     """Point kheops/current at ``target`` (relative to kheops/, e.g. "bootstrap" or "../live/HOST")."""
-    put_files(client, settings, CERTS_MOUNT, {}, links={CURRENT: target}, dirs={"kheops": 0o755})
+    put_files(site, CERTS_MOUNT, {}, links={CURRENT: target}, dirs={"kheops": 0o755})
 
 
-def install_pair(client, settings: Settings, name: str, fullchain: bytes, privkey: bytes) -> None:
+def install_pair(site: Site, name: str, fullchain: bytes, privkey: bytes) -> None:
     """Write kheops/NAME/{fullchain,privkey}.pem (key 0600, read by nginx's master process only)."""
-    put_files(client, settings, CERTS_MOUNT,
+    put_files(site, CERTS_MOUNT,
               {f"kheops/{name}/fullchain.pem": (fullchain, 0o644), f"kheops/{name}/privkey.pem": (privkey, 0o600)},
               dirs={"kheops": 0o755, f"kheops/{name}": 0o700})
 
 
-def place_token(client, settings: Settings, token: str, content: str):
+def place_token(site: Site, token: str, content: str):
     """Publish an http-01 style token in the webroot; returns the cleanup callable."""
     rel = f".well-known/acme-challenge/{token}"
-    put_files(client, settings, WEBROOT_MOUNT, {rel: (content.encode(), 0o644)},
+    put_files(site, WEBROOT_MOUNT, {rel: (content.encode(), 0o644)},
               dirs={".well-known": 0o755, ".well-known/acme-challenge": 0o755})
 
     def cleanup() -> None:
-        run_in_volumes(client, settings, f"rm -f '{WEBROOT_MOUNT}/{rel}'")
+        run_in_volumes(site, f"rm -f '{WEBROOT_MOUNT}/{rel}'")
 
     return cleanup
