@@ -13,30 +13,60 @@ from kheopsctl.gateway.errors import ApiError
 MAX_FORM_BYTES = 64 * 1024
 
 
-async def form(request: Request) -> dict[str, str]:
-    """The body as a flat dict: ``application/x-www-form-urlencoded`` or a JSON object."""
+async def _body(request: Request) -> tuple[str, bytes]:
+    """The media type and the body, at most ``MAX_FORM_BYTES``."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM_BYTES:
             raise ApiError(413, "request body too large")
+    return ctype, body
+
+
+def _json_object(body: bytes) -> dict:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise ApiError(400, "malformed JSON body") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the JSON body must be an object")
+    return data
+
+
+def _urlencoded(body: bytes) -> list[tuple[str, str]]:
+    try:
+        return parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+    except UnicodeDecodeError:
+        raise ApiError(400, "the form is not UTF-8") from None
+
+
+_UNSUPPORTED = (415, "send application/x-www-form-urlencoded or application/json")
+
+
+async def form(request: Request) -> dict[str, str]:
+    """The body as a flat dict: ``application/x-www-form-urlencoded`` or a JSON object."""
+    ctype, body = await _body(request)
     if not body:
         return {}
     if ctype == "application/json":
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise ApiError(400, "malformed JSON body") from None
-        if not isinstance(data, dict):
-            raise ApiError(400, "the JSON body must be an object")
-        return {k: _scalar(v) for k, v in data.items()}
+        return {k: _scalar(v) for k, v in _json_object(body).items()}
     if ctype in ("application/x-www-form-urlencoded", ""):
-        try:
-            return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False))
-        except UnicodeDecodeError:
-            raise ApiError(400, "the form is not UTF-8") from None
-    raise ApiError(415, "send application/x-www-form-urlencoded or application/json")
+        return dict(_urlencoded(body))
+    raise ApiError(*_UNSUPPORTED)
+
+
+async def form_fields(request: Request) -> list[tuple[str, str]]:
+    """The body's fields in order, repeated ones kept (KHEOPS's ``event``, ``add_event``,
+    ``SeriesInstanceUID``): urlencoded, or a JSON object whose lists stand for repeated fields."""
+    ctype, body = await _body(request)
+    if not body:
+        return []
+    if ctype == "application/json":
+        return [(k, _scalar(v)) for k, vs in _json_object(body).items() for v in (vs if isinstance(vs, list) else [vs])]
+    if ctype in ("application/x-www-form-urlencoded", ""):
+        return _urlencoded(body)
+    raise ApiError(*_UNSUPPORTED)
 
 
 def _scalar(value: object) -> str:

@@ -8,16 +8,14 @@ signs every delivery and is never returned; the reply says ``use_secret``. A web
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
-from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from kheopsctl.gateway import events, ids, webhooks
-from kheopsctl.gateway.api.forms import MAX_FORM_BYTES, boolean, text
+from kheopsctl.gateway.api.forms import boolean, form_fields, text
 from kheopsctl.gateway.auth import require_oidc
 from kheopsctl.gateway.dicomweb.access import check_uid
 from kheopsctl.gateway.errors import ApiError
@@ -102,39 +100,6 @@ async def _with_last_triggers(conn, data: dict, host: str) -> dict:
 
 
 # ---- request parsing ----------------------------------------------------------------------------------------
-
-async def _form(request: Request) -> list[tuple[str, str]]:
-    """The body's fields in order, repeated ones kept (KHEOPS's ``event``, ``add_event``,
-    ``SeriesInstanceUID``): urlencoded, or a JSON object whose lists stand for repeated fields."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            raise ApiError(413, "request body too large")
-    if not body:
-        return []
-    if ctype == "application/json":
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise ApiError(400, "malformed JSON body") from None
-        if not isinstance(data, dict):
-            raise ApiError(400, "the JSON body must be an object")
-        return [(k, _scalar(v)) for k, vs in data.items() for v in (vs if isinstance(vs, list) else [vs])]
-    if ctype in ("application/x-www-form-urlencoded", ""):
-        try:
-            return parse_qsl(body.decode("utf-8"), keep_blank_values=True)
-        except UnicodeDecodeError:
-            raise ApiError(400, "the form is not UTF-8") from None
-    raise ApiError(415, "send application/x-www-form-urlencoded or application/json")
-
-
-def _scalar(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else str(value)
-
 
 def _all(fields: list[tuple[str, str]], name: str) -> list[str]:
     return [v for k, v in fields if k == name]
@@ -229,7 +194,7 @@ async def list_webhooks(request: Request) -> Response:
 
 
 async def create_webhook(request: Request) -> Response:
-    fields = await _form(request)
+    fields = await form_fields(request)
     values = dict(fields)
     name = text(values, "name", max_length=255, required=True)
     url = _url(values, request)
@@ -266,7 +231,7 @@ async def get_webhook(request: Request) -> Response:
 async def patch_webhook(request: Request) -> Response:
     """KHEOPS's PATCH: ``url``, ``name``, ``secret`` (empty: remove it), ``enabled``, and the events either
     replaced (``event``, repeated) or changed (``add_event`` / ``remove_event``), not both ways at once."""
-    fields = await _form(request)
+    fields = await form_fields(request)
     values = dict(fields)
     changes: dict = {}
     if "name" in values:
@@ -322,7 +287,7 @@ async def trigger_webhook(request: Request) -> Response:
     with ``StudyInstanceUID`` and one or more ``SeriesInstanceUID`` (each must be in the album), or
     ``event=new_user`` with ``user`` (a member's sub or email). 202. Without ``event``, this gateway's older form:
     ``StudyInstanceUID`` alone sends new_series for all of the study's series in the album."""
-    fields = await _form(request)
+    fields = await form_fields(request)
     values = dict(fields)
     event = (values.get("event") or "").strip().lower() or None
     study = values.get("StudyInstanceUID") or None
